@@ -1,0 +1,1 @@
+// PeersmProtocol module.

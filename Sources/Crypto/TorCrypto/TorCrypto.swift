@@ -1,0 +1,1 @@
+// TorCrypto module.

@@ -1,0 +1,1 @@
+print("facilitatord: not built yet")

@@ -1,0 +1,1 @@
+print("peersm: not built yet")
