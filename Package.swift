@@ -51,15 +51,19 @@ let package = Package(
             path: "Sources/Codecs/TorCells"),
         .target(
             name: "PeersmProtocol",
-            dependencies: ["TorCells", "TorCrypto", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             path: "Sources/Codecs/PeersmProtocol"),
 
         // MARK: crypto
         .target(
             name: "TorCrypto",
             dependencies: [
-                "COpenSSL", "TorCells",
+                "COpenSSL",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Sources/Crypto/TorCrypto"),

@@ -1,0 +1,1 @@
+#include "cossl_crypto.h"

@@ -1,0 +1,1 @@
+#include "cossl_tls.h"
