@@ -1,0 +1,103 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum TestSupportError: Error, CustomStringConvertible {
+    case toolMissing(String)
+    case timeout(String)
+    case exited(String, Int32, log: String)
+
+    public var description: String {
+        switch self {
+        case .toolMissing(let t): return "\(t) is not installed (scripts/deps installs it)"
+        case .timeout(let what): return "timed out: \(what)"
+        case .exited(let what, let code, let log): return "\(what) exited with \(code); log:\n\(log)"
+        }
+    }
+}
+
+/// A third-party program started by a test (tor, aria2c, a python seeder…). Its output goes to a
+/// log file in `directory`; it is killed when stopped or when the object goes away, so a failing
+/// test leaves no stray peers behind.
+public final class ChildProcess: @unchecked Sendable {
+    public let name: String
+    public let logURL: URL
+    private let process = Process()
+
+    /// Finds an executable on PATH (and the usual sbin/bin directories).
+    public static func which(_ tool: String) -> String? {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(tool)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    public init(_ tool: String, _ arguments: [String], directory: URL,
+                environment: [String: String] = [:], name: String? = nil) throws {
+        guard let exe = tool.hasPrefix("/") ? tool : Self.which(tool) else { throw TestSupportError.toolMissing(tool) }
+        self.name = name ?? (tool as NSString).lastPathComponent
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        logURL = directory.appendingPathComponent("\(self.name).log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let log = try FileHandle(forWritingTo: logURL)
+        process.executableURL = URL(fileURLWithPath: exe)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    public var isRunning: Bool { process.isRunning }
+    public var pid: Int32 { process.processIdentifier }
+    public var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    /// Waits until `predicate` holds on the log (e.g. "Bootstrapped 100%"), failing early if the process dies.
+    public func waitForLog(containing needle: String, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if log.contains(needle) { return }
+            if !process.isRunning { throw TestSupportError.exited(name, process.terminationStatus, log: log) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestSupportError.timeout("\(name) never logged \"\(needle)\"")
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period.
+    public func stop(grace: Duration = .seconds(3)) {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    }
+
+    deinit { stop(grace: .milliseconds(500)) }
+}
+
+/// Runs a short command to completion and returns its standard output; throws on a non-zero exit.
+@discardableResult
+public func runTool(_ tool: String, _ arguments: [String], in directory: URL? = nil) throws -> String {
+    guard let exe = tool.hasPrefix("/") ? tool : ChildProcess.which(tool) else { throw TestSupportError.toolMissing(tool) }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = arguments
+    if let directory { p.currentDirectoryURL = directory }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else {
+        throw TestSupportError.exited("\(tool) \(arguments.joined(separator: " "))", p.terminationStatus,
+                                      log: String(decoding: errData, as: UTF8.self))
+    }
+    return String(decoding: data, as: UTF8.self)
+}
