@@ -333,4 +333,12 @@ import Testing
         #expect(throws: expected) { try verifier.finish() }
         #expect(verifier.resumeChunk == UInt32(Self.B))
     }
+
+    @Test func malformedBodyFailsTheVerifier() throws {
+        let s = try Self.sample()
+        var verifier = try ChunkVerifier(fileInfo: s.info, query: s.query)
+        let expected = ChunkStreamError.malformedMessage(.truncated(.signatureField))
+        #expect(throws: expected) { try verifier.receive(body: buffer(hex("00000000 00000000000000"))) }
+        #expect(throws: expected) { try verifier.receive(body: s.bodies[0]) }
+    }
 }

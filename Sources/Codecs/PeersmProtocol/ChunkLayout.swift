@@ -20,13 +20,18 @@ public enum ChunkStreamError: Error, Equatable, Sendable {
     /// The first chunk asked for is past the end of the file (the facilitator answers DB_END RANGE).
     case rangeNotSatisfiable(firstChunk: UInt32, fileChunks: UInt64)
 
-    // Signer
     /// More file bytes were fed than the answer covers.
     case excessInput(bytes: Int)
     /// `finish()` was called before all the answer's file bytes were fed.
     case incompleteInput(missingBytes: UInt64)
 
+    // Signer
+    /// swift-crypto could not produce a signature (it reports only internal failures).
+    case signingFailed
+
     // Verifier
+    /// A DB_DATA body did not decode.
+    case malformedMessage(PeersmProtocolError)
     /// A DB_DATA arrived with another chunk number than the next expected one (reordered, replayed, dropped).
     case unexpectedChunkNumber(expected: UInt32, received: UInt32)
     /// A DB_DATA for `chunk` has the wrong number of data bytes.

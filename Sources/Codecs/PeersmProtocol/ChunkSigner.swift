@@ -59,7 +59,7 @@ public struct ChunkSigner {
         while input.readableBytes > 0 {
             let needed = plan.dataLength(ofChunk: nextChunk) - partial.readableBytes
             if partial.readableBytes == 0 && input.readableBytes >= needed {
-                completeChunk(input.readSlice(length: needed)!, into: &out)  // whole chunk: no copy
+                try completeChunk(input.readSlice(length: needed)!, into: &out)  // whole chunk: no copy
             } else {
                 let take = min(needed, input.readableBytes)
                 if partial.capacity == 0 { partial.reserveCapacity(PeersmWire.chunkSize) }
@@ -68,7 +68,7 @@ public struct ChunkSigner {
                 if take == needed {
                     let chunk = partial
                     partial = ByteBuffer()
-                    completeChunk(chunk, into: &out)
+                    try completeChunk(chunk, into: &out)
                 }
             }
         }
@@ -79,11 +79,11 @@ public struct ChunkSigner {
     public mutating func finish() throws -> [DBData] {
         if remainingBytes > 0 { throw ChunkStreamError.incompleteInput(missingBytes: remainingBytes) }
         var out: [DBData] = []
-        if !isComplete { sealBlock(into: &out) }  // only an answer without chunks gets here
+        if !isComplete { try sealBlock(into: &out) }  // only an answer without chunks gets here
         return out
     }
 
-    private mutating func completeChunk(_ data: ByteBuffer, into out: inout [DBData]) {
+    private mutating func completeChunk(_ data: ByteBuffer, into out: inout [DBData]) throws {
         hasher.add(chunk: nextChunk, data: data)
         let chunks = plan.chunks(ofBlock: block)
         let position = Int(nextChunk - chunks.lowerBound)
@@ -93,14 +93,15 @@ public struct ChunkSigner {
             held.append((nextChunk, data))
         }
         nextChunk += 1
-        if nextChunk == chunks.upperBound { sealBlock(into: &out) }
+        if nextChunk == chunks.upperBound { try sealBlock(into: &out) }
     }
 
     /// Signs the current block and emits its held chunks plus any signature-only messages.
-    private mutating func sealBlock(into out: inout [DBData]) {
+    private mutating func sealBlock(into out: inout [DBData]) throws {
         let message = BlockAuthentication.signedMessage(context: context, plan: plan, block: block, digest: hasher.finalize())
-        // BoringSSL's Ed25519 signing only fails on allocation failure.
-        let signature = Array(try! key.signature(for: message))
+        guard let signature = try? Array(key.signature(for: message)), signature.count == 64 else {
+            throw ChunkStreamError.signingFailed
+        }
         for fragment in 0..<PeersmWire.fragmentsPerSignature {
             var field: UInt64 = 0
             for byte in signature[(fragment * 8)..<(fragment * 8 + 8)] { field = field << 8 | UInt64(byte) }

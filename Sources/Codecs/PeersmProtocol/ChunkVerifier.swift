@@ -61,9 +61,17 @@ public struct ChunkVerifier {
         }
     }
 
-    /// Decodes and checks one DB_DATA relay body (malformed bodies throw `PeersmProtocolError`).
+    /// Decodes and checks one DB_DATA relay body; a malformed body is `.malformedMessage`.
     public mutating func receive(body: ByteBuffer) throws -> VerifiedBlock? {
-        try receive(DBData(decoding: body))
+        if let failure { throw failure }
+        let message: DBData
+        do {
+            message = try DBData(decoding: body)
+        } catch let error as PeersmProtocolError {
+            failure = .malformedMessage(error)
+            throw failure!
+        }
+        return try receive(message)
     }
 
     /// Call when the stream ends (DB_END, or circuit lost). Throws `.truncated` unless the answer was complete.
