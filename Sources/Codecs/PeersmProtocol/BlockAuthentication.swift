@@ -48,7 +48,9 @@ enum BlockAuthentication {
 }
 
 /// Running SHA-256 over one block's (chunk number, length, data) triples.
-struct BlockHasher {
+struct BlockHasher: @unchecked Sendable {
+    // @unchecked Sendable: swift-crypto's key and SHA256 types are immutable or copy-on-write
+    // values not yet annotated Sendable; every other stored property is Sendable.
     private var hasher = SHA256()
 
     mutating func add(chunk: UInt32, data: ByteBuffer) {

@@ -10,7 +10,9 @@ import NIOCore
 /// chunk number = `plan.endChunk`) so that it still has 8 fields. Because the fragments ride at the
 /// end, all but the last 8 chunks of a block are released as soon as they are fed: the signer holds
 /// at most 8 chunks.
-public struct ChunkSigner {
+public struct ChunkSigner: @unchecked Sendable {
+    // @unchecked Sendable: swift-crypto's key and SHA256 types are immutable or copy-on-write
+    // values not yet annotated Sendable; every other stored property is Sendable.
     public let plan: ResponsePlan
     private let key: Curve25519.Signing.PrivateKey
     private let context: [UInt8]

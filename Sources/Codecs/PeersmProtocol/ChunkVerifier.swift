@@ -19,7 +19,9 @@ public struct VerifiedBlock: Hashable, Sendable {
 /// reordering, dropping, splicing and padding tricks fail at the first bad message. The block's data
 /// is held until its signature verifies with the key from DB_CONNECTED; nothing unverified is
 /// released. After any error the verifier stays failed and rethrows that error.
-public struct ChunkVerifier {
+public struct ChunkVerifier: @unchecked Sendable {
+    // @unchecked Sendable: swift-crypto's key and SHA256 types are immutable or copy-on-write
+    // values not yet annotated Sendable; every other stored property is Sendable.
     public let plan: ResponsePlan
     private let key: Curve25519.Signing.PublicKey
     private let context: [UInt8]
