@@ -341,4 +341,35 @@ import Testing
         #expect(throws: expected) { try verifier.receive(body: buffer(hex("00000000 00000000000000"))) }
         #expect(throws: expected) { try verifier.receive(body: s.bodies[0]) }
     }
+
+    /// Every byte of every DB_DATA body is covered (chunk number by position, field by zero-check or
+    /// signature, data by signature), so any single-byte change anywhere must be rejected, and no
+    /// block at or after the changed message may be released.
+    @Test func anySingleByteChangeIsRejected() throws {
+        let size = Self.B * Self.C + 3 * Self.C + 17  // a full block and a short one (4 chunks + 4 signature-only)
+        let file = Self.file(size, seed: 5)
+        let bodies = try signAll(file: file, key: Self.key, query: Self.query())
+        var generator = SeededGenerator(seed: 2024)
+        for _ in 0..<300 {
+            let message = Int(generator.next() % UInt64(bodies.count))
+            let offset = Int(generator.next() % UInt64(bodies[message].readableBytes))
+            var mutated = bodies
+            mutated[message] = Self.flip(bodies[message], byte: offset, bit: Int(generator.next() % 8))
+            var verifier = try ChunkVerifier(fileInfo: Self.info(size: size), query: Self.query())
+            var released: [UInt8] = []
+            var failed = false
+            for body in mutated {
+                do {
+                    if let block = try verifier.receive(body: body) { released += bytes(block.bytes) }
+                } catch is ChunkStreamError {
+                    failed = true
+                    break
+                }
+            }
+            #expect(failed, "byte \(offset) of message \(message) changed without detection")
+            // Only blocks entirely before the changed message may have been released, and they are intact.
+            let releasedBlocks = message < Self.B ? 0 : 1
+            #expect(released == Array(file.prefix(releasedBlocks * Self.B * Self.C)))
+        }
+    }
 }
