@@ -372,4 +372,28 @@ import Testing
             #expect(released == Array(file.prefix(releasedBlocks * Self.B * Self.C)))
         }
     }
+
+    /// The last chunks of the largest servable file: chunk numbers at the top of the 32-bit range.
+    @Test func largestFileEdges() throws {
+        let size = PeersmWire.maxFileSize - 100  // last chunk 386 bytes
+        let lastChunk = UInt32.max - 1
+        let query = Self.query(first: lastChunk - 2, count: 10)
+        let info = try FileInfo(size: size, mimeType: "a/b", publicKey: Self.key.publicKey)
+        var signer = try ChunkSigner(signingKey: Self.key, fileSize: size, mimeType: "a/b", query: query)
+        #expect(signer.plan.chunkCount == 3)
+        #expect(signer.plan.endChunk == UInt32.max)
+        #expect(signer.byteRange.count == 2 * 486 + 386)
+        let tail = Self.file(signer.byteRange.count)
+        var messages = try signer.feed(buffer(tail))
+        messages += try signer.finish()
+        #expect(messages.map(\.chunkNumber) == [lastChunk - 2, lastChunk - 1, lastChunk] + [UInt32](repeating: .max, count: 5))
+        let verified = try verifyAll(try messages.map { try $0.encoded() }, fileInfo: info, query: query)
+        #expect(verified == tail)
+        // Starting at the end: an empty, signed answer whose signature-only messages carry chunk 2³² − 1.
+        let atEnd = Self.query(first: .max, count: 1)
+        var empty = try ChunkSigner(signingKey: Self.key, fileSize: size, mimeType: "a/b", query: atEnd)
+        let emptyMessages = try empty.finish()
+        #expect(emptyMessages.allSatisfy { $0.chunkNumber == .max && $0.data.readableBytes == 0 })
+        #expect(try verifyAll(try emptyMessages.map { try $0.encoded() }, fileInfo: info, query: atEnd) == [])
+    }
 }

@@ -85,8 +85,10 @@ public struct ResponsePlan: Hashable, Sendable {
 
     /// Chunks of block `index`.
     public func chunks(ofBlock index: UInt32) -> Range<UInt32> {
-        let start = firstChunk + index * UInt32(PeersmWire.blockChunks)
-        return start..<min(start + UInt32(PeersmWire.blockChunks), endChunk)
+        // In 64 bits: near chunk 2³² − 1, start + 128 would overflow UInt32.
+        let start = UInt64(firstChunk) + UInt64(index) * UInt64(PeersmWire.blockChunks)
+        let end = min(start + UInt64(PeersmWire.blockChunks), UInt64(endChunk))
+        return UInt32(min(start, UInt64(endChunk)))..<UInt32(end)
     }
 
     /// DB_DATA messages that carry block `index`: its chunks, then signature-only messages up to 8.
