@@ -142,6 +142,9 @@ let package = Package(
             ],
             path: "Sources/Executables/peersm"),
 
+        // MARK: benchmarks
+        .executableTarget(name: "VerifyBench", dependencies: ["PeersmProtocol"], path: "Benchmarks/VerifyBench"),
+
         // MARK: tests
         // Shared by the integration tests: private-namespace checks, child processes, tor test network, seeders.
         .target(
