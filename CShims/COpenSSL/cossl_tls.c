@@ -297,7 +297,7 @@ size_t cossl_tls_local_certificate_der(const cossl_tls_conn *conn, uint8_t *out,
 
 int cossl_tls_export_keying_material(const cossl_tls_conn *conn,
                                      const char *label, size_t label_len,
-                                     const uint8_t *context, size_t context_len,
+                                     const uint8_t *context, size_t context_len, int use_context,
                                      uint8_t *out, size_t out_len,
                                      char *err, size_t err_cap) {
     ERR_clear_error();
@@ -308,7 +308,8 @@ int cossl_tls_export_keying_material(const cossl_tls_conn *conn,
     if (out_len == 0) { set_error(err, err_cap, "keying-material export of zero bytes"); return COSSL_TLS_ERROR; }
     static const uint8_t empty = 0;
     if (!SSL_export_keying_material(conn->ssl, out, out_len, label, label_len,
-                                    context ? context : &empty, context_len, 1)) {
+                                    context ? context : &empty, use_context ? context_len : 0,
+                                    use_context ? 1 : 0)) {
         set_error(err, err_cap, "keying-material export failed");
         return COSSL_TLS_ERROR;
     }

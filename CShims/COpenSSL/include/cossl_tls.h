@@ -84,11 +84,12 @@ size_t cossl_tls_peer_certificate_der(const cossl_tls_conn *conn, uint8_t *out, 
 /// DER of our own certificate, same convention as above.
 size_t cossl_tls_local_certificate_der(const cossl_tls_conn *conn, uint8_t *out, size_t cap);
 
-/// RFC 5705 / RFC 8446 §7.5 keying-material exporter, always with a context (possibly empty).
-/// The handshake must be complete. OK or ERROR.
+/// RFC 5705 / RFC 8446 §7.5 keying-material exporter. `use_context` 0 means "no context" (which
+/// differs from an empty one in TLS 1.2 only; Tor always uses one). The handshake must be
+/// complete. OK or ERROR.
 int cossl_tls_export_keying_material(const cossl_tls_conn *conn,
                                      const char *label, size_t label_len,
-                                     const uint8_t *context, size_t context_len,
+                                     const uint8_t *context, size_t context_len, int use_context,
                                      uint8_t *out, size_t out_len,
                                      char *err, size_t err_cap);
 

@@ -130,9 +130,10 @@ public final class TLSEngine {
     /// Negotiated cipher suite, e.g. "TLS_AES_256_GCM_SHA384".
     public var cipherSuite: String { String(cString: cossl_tls_cipher_name(conn)) }
 
-    /// RFC 5705 (TLS 1.2) / RFC 8446 §7.5 (TLS 1.3) exported keying material, with a context
-    /// (possibly empty). Works after close too: the secrets outlive the record layer.
-    public func exportKeyingMaterial(label: String, context: [UInt8], length: Int) throws -> [UInt8] {
+    /// RFC 5705 (TLS 1.2) / RFC 8446 §7.5 (TLS 1.3) exported keying material. A nil `context`
+    /// means "no context", which in TLS 1.2 differs from an empty one (Tor always passes one).
+    /// Works after close too: the secrets outlive the record layer.
+    public func exportKeyingMaterial(label: String, context: [UInt8]?, length: Int) throws -> [UInt8] {
         guard isHandshakeComplete else {
             throw TLSError(.handshakeNotComplete, "keying-material export needs a completed TLS handshake")
         }
@@ -141,10 +142,11 @@ public final class TLSEngine {
         let labelBytes = Array(label.utf8)
         let (status, message) = withTLSErrorBuffer { err, cap in
             labelBytes.withUnsafeBufferPointer { l in
-                context.withUnsafeBufferPointer { c in
+                (context ?? []).withUnsafeBufferPointer { c in
                     out.withUnsafeMutableBufferPointer { o in
                         l.withMemoryRebound(to: CChar.self) { lc in
                             cossl_tls_export_keying_material(conn, lc.baseAddress, lc.count, c.baseAddress, c.count,
+                                                             context == nil ? 0 : 1,
                                                              o.baseAddress, o.count, err, cap)
                         }
                     }

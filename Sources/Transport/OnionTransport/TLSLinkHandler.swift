@@ -25,7 +25,7 @@ public struct TLSKeyingMaterialExporter: @unchecked Sendable {
         self.eventLoop = eventLoop
     }
 
-    public func export(label: String, context: [UInt8], length: Int) throws -> [UInt8] {
+    public func export(label: String, context: [UInt8]?, length: Int) throws -> [UInt8] {
         eventLoop.preconditionInEventLoop()
         return try engine.exportKeyingMaterial(label: label, context: context, length: length)
     }
