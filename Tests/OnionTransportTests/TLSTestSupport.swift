@@ -57,7 +57,7 @@ extension EventLoopFuture {
 /// The application above a `TLSLinkHandler` in tests: records the handshake event and errors,
 /// accumulates plaintext, and completes `received` once `expected` bytes have arrived (failing it
 /// if the channel closes or errs first). Optionally answers the first bytes it sees.
-final class TLSTestPeer: ChannelInboundHandler, @unchecked Sendable {
+class TLSTestPeer: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -96,8 +96,7 @@ final class TLSTestPeer: ChannelInboundHandler, @unchecked Sendable {
         var chunk = unwrapInboundIn(data)
         buffer.writeBuffer(&chunk)
         if !done && buffer.readableBytes >= expected {
-            done = true
-            received.succeed(buffer)
+            complete()
             if let reply {
                 let close = closeAfterReply
                 context.writeAndFlush(wrapOutboundOut(reply)).whenComplete { _ in
@@ -105,6 +104,13 @@ final class TLSTestPeer: ChannelInboundHandler, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Marks the expected bytes as received (subclasses that do not keep bytes call it).
+    func complete() {
+        guard !done else { return }
+        done = true
+        received.succeed(buffer)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
