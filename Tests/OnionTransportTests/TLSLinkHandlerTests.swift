@@ -157,6 +157,31 @@ import Testing
     }
 }
 
+extension TLSLinkHandlerTests {
+    @Test func aSilentPeerHitsTheHandshakeTimeout() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let tls = try TestCertificate.shared().serverContext()
+        let slots = PeerSlots()
+        let listener = try await ServerBootstrap(group: group)
+            .childChannelInitializer { child in
+                child.eventLoop.makeCompletedFuture {
+                    let peer = TLSTestPeer(eventLoop: child.eventLoop, expected: 1)
+                    try child.pipeline.syncOperations.addHandlers(
+                        [try TLSLinkHandler(context: tls, handshakeTimeout: .milliseconds(200)), peer])
+                    slots.add(peer)
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        // Connects and says nothing.
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: listener.localAddress!.port!).get()
+        let peer = try await slots.wait(0, seconds: 5)
+        let error = try await peer.firstError.futureResult.get(within: 5, "the timeout")
+        #expect((error as? TLSError)?.kind == .handshakeTimeout)
+        try await silent.closeFuture.get(within: 5, "the silent client to be disconnected")
+        try await listener.close()
+    }
+}
+
 /// Closes the connection on the first bytes received.
 final class CloseOnFirstRead: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer

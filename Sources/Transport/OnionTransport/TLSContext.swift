@@ -16,6 +16,8 @@ public struct TLSError: Error, CustomStringConvertible, Sendable, Equatable {
         case protocolFailure
         /// The transport ended before the handshake completed.
         case closedDuringHandshake
+        /// The handshake did not complete in the allowed time.
+        case handshakeTimeout
         /// The operation needs a completed handshake.
         case handshakeNotComplete
         /// The engine already failed or was closed; it cannot be used again.

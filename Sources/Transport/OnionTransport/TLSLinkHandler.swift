@@ -36,6 +36,8 @@ public struct TLSKeyingMaterialExporter: @unchecked Sendable {
 ///
 /// - The client starts the handshake when the channel becomes active. Writes made before the
 ///   handshake completes are held and sent, in order, right after it.
+/// - A handshake that has not completed within `handshakeTimeout` fails with `.handshakeTimeout`
+///   (a peer that connects and stays silent must not hold a connection forever).
 /// - On completion it fires `TLSHandshakeCompleted` inbound (and completes `handshakePromise`).
 /// - A TLS failure, or the transport closing mid-handshake, is fired as a `TLSError` through
 ///   `errorCaught`, any pending alert is sent, and the channel is closed.
@@ -54,6 +56,8 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
     private var heldWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var handshakePromise: EventLoopPromise<TLSHandshakeCompleted>?
     private let closeNotifyTimeout: TimeAmount
+    private let handshakeTimeout: TimeAmount?
+    private var handshakeDeadline: Scheduled<Void>?
     private var deliveredSinceReadComplete = false
     private var readRequested = false
 
@@ -63,9 +67,11 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
     ///   - handshakePromise: completed with the handshake result, or failed with the error that ended it.
     public init(context: TLSContext, serverName: String? = nil,
                 handshakePromise: EventLoopPromise<TLSHandshakeCompleted>? = nil,
+                handshakeTimeout: TimeAmount? = .seconds(30),
                 closeNotifyTimeout: TimeAmount = .seconds(3)) throws {
         engine = try TLSEngine(context: context, serverName: serverName)
         self.handshakePromise = handshakePromise
+        self.handshakeTimeout = handshakeTimeout
         self.closeNotifyTimeout = closeNotifyTimeout
     }
 
@@ -76,6 +82,8 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
         failHeldWrites(ChannelError.ioOnClosedChannel)
         handshakePromise?.fail(ChannelError.ioOnClosedChannel)
         handshakePromise = nil
@@ -89,6 +97,8 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
     public func channelInactive(context: ChannelHandlerContext) {
         let midHandshake = state == .idle || state == .handshaking
         state = .closed
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
         failHeldWrites(ChannelError.ioOnClosedChannel)
         if midHandshake {
             let error = TLSError(.closedDuringHandshake, "the connection closed before the TLS handshake completed")
@@ -199,6 +209,13 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
     private func startHandshake(context: ChannelHandlerContext) {
         guard state == .idle else { return }
         state = .handshaking
+        if let handshakeTimeout {
+            handshakeDeadline = context.eventLoop.scheduleTask(in: handshakeTimeout) { [weak self] in
+                guard let self, self.state == .handshaking else { return }
+                self.fail(context: context, error: TLSError(.handshakeTimeout,
+                                                            "no TLS handshake within \(handshakeTimeout.nanoseconds / 1_000_000) ms"))
+            }
+        }
         do {
             try engine.startHandshake()
         } catch {
@@ -210,6 +227,8 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
 
     private func handshakeDidComplete(context: ChannelHandlerContext) {
         state = .active
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
         let event = TLSHandshakeCompleted(
             peerCertificateDER: engine.peerCertificateDER,
             localCertificateDER: engine.localCertificateDER,
@@ -275,6 +294,8 @@ public final class TLSLinkHandler: ChannelDuplexHandler {
     private func fail(context: ChannelHandlerContext, error: Error) {
         guard state != .closed else { return }
         state = .closed
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
         sendPending(context: context) // a fatal alert tells the peer why
         failHeldWrites(error)
         handshakePromise?.fail(error)
