@@ -97,8 +97,8 @@ func runProcess(_ tool: String, _ arguments: [String], stdin: String, in directo
                 timeout: Duration) async throws -> ProcessResult {
     guard let exe = ChildProcess.which(tool) else { throw TestSupportError.toolMissing(tool) }
     let outURL = directory.appendingPathComponent("\(tool).out"), errURL = directory.appendingPathComponent("\(tool).err")
-    FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: exe)
     process.arguments = arguments
