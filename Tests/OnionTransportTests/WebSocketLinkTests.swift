@@ -129,6 +129,39 @@ import Testing
     }
 }
 
+extension WebSocketLinkTests {
+    @Test func silentPeersHitTheUpgradeTimeout() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        // A bridge that closes connections not upgraded within 200 ms…
+        let bridge = try await ServerBootstrap(group: group)
+            .childChannelInitializer { child in
+                WebSocketLink.configureServer(channel: child, upgradeTimeout: .milliseconds(200)) { _ in
+                    Issue.record("upgraded without a request")
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let silent = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: bridge.localAddress!.port!).get()
+        try await silent.closeFuture.get(within: 5, "the bridge to drop a silent client")
+
+        // …and a client that gives up on a server that never answers.
+        let mute = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let upgraded = group.next().makePromise(of: Void.self)
+        let client = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                WebSocketLink.configureClient(channel: channel, host: "127.0.0.1", upgradeTimeout: .milliseconds(200),
+                                              upgraded: upgraded) { _ in Issue.record("upgraded without an answer") }
+            }
+            .connect(host: "127.0.0.1", port: mute.localAddress!.port!).get()
+        let error = await #expect(throws: WebSocketLinkError.self) {
+            try await upgraded.futureResult.get(within: 5, "the client's timeout")
+        }
+        #expect(error == .upgradeTimeout)
+        try await client.closeFuture.get(within: 5, "the client to close")
+        try await bridge.close()
+        try await mute.close()
+    }
+}
+
 /// Writes `send`, collects everything until EOF; if `thenAfterReply` is given, sends it once the
 /// first reply bytes arrived.
 func rawExchange(group: EventLoopGroup, port: Int, send: [UInt8], thenAfterReply: [UInt8]? = nil) async throws -> [UInt8] {

@@ -7,6 +7,8 @@ public enum WebSocketLinkError: Error, Equatable, Sendable, CustomStringConverti
     case upgradeRefused(status: UInt)
     /// The connection ended before the upgrade completed.
     case closedBeforeUpgrade
+    /// The server did not answer the upgrade request in time.
+    case upgradeTimeout
     /// The peer broke RFC 6455 or the bridge convention (binary frames only).
     case protocolViolation(String)
 
@@ -14,6 +16,7 @@ public enum WebSocketLinkError: Error, Equatable, Sendable, CustomStringConverti
         switch self {
         case .upgradeRefused(let status): return "WebSocket upgrade refused (HTTP \(status))"
         case .closedBeforeUpgrade: return "connection closed before the WebSocket upgrade completed"
+        case .upgradeTimeout: return "no answer to the WebSocket upgrade request in time"
         case .protocolViolation(let why): return "WebSocket protocol violation: \(why)"
         }
     }

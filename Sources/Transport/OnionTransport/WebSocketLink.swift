@@ -13,11 +13,13 @@ public enum WebSocketLink {
 
     /// Configures an accepted connection as a bridge: any request path is upgraded (node-Tor
     /// upgrades whatever says "WebSocket"), the request's Origin is echoed in
-    /// Access-Control-Allow-Origin, and a request without an upgrade gets 426 and a close.
+    /// Access-Control-Allow-Origin, and a request without an upgrade gets 426 and a close. A
+    /// connection not upgraded within `upgradeTimeout` is closed.
     public static func configureServer(
         channel: Channel,
         maxFrameSize: Int = defaultMaxFrameSize,
         maxOutboundFrameSize: Int = 1 << 16,
+        upgradeTimeout: TimeAmount = .seconds(30),
         addStreamHandlers: @escaping @Sendable (Channel) throws -> Void
     ) -> EventLoopFuture<Void> {
         let upgrader = NIOWebSocketServerUpgrader(
@@ -42,14 +44,15 @@ public enum WebSocketLink {
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                 withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
-            try channel.pipeline.syncOperations.addHandler(WebSocketUpgradeRequiredHandler())
+            try channel.pipeline.syncOperations.addHandler(WebSocketUpgradeRequiredHandler(timeout: upgradeTimeout))
         }
     }
 
     /// Configures an outgoing connection: sends `GET path` with the upgrade headers (and `Origin`
     /// if given, as node-Tor's facilitator sends "http://peersm.com"), verifies the server's
     /// Sec-WebSocket-Accept, then switches to the byte stream. `upgraded` completes when the
-    /// stream handlers are in place, or fails (and the channel closes) if the server refuses.
+    /// stream handlers are in place, or fails (and the channel closes) if the server refuses or
+    /// does not answer within `upgradeTimeout`.
     public static func configureClient(
         channel: Channel,
         host: String,
@@ -57,6 +60,7 @@ public enum WebSocketLink {
         origin: String? = nil,
         maxFrameSize: Int = defaultMaxFrameSize,
         maxOutboundFrameSize: Int = 1 << 16,
+        upgradeTimeout: TimeAmount = .seconds(30),
         upgraded: EventLoopPromise<Void>? = nil,
         addStreamHandlers: @escaping @Sendable (Channel) throws -> Void
     ) -> EventLoopFuture<Void> {
@@ -79,15 +83,30 @@ public enum WebSocketLink {
             let sync = channel.pipeline.syncOperations
             try sync.addHTTPClientHandlers(
                 withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
-            try sync.addHandler(WebSocketUpgradeRequestHandler(host: host, path: path, origin: origin, done: done))
+            try sync.addHandler(WebSocketUpgradeRequestHandler(host: host, path: path, origin: origin, timeout: upgradeTimeout, done: done))
         }
     }
 }
 
-/// Server side, before the upgrade: answers a plain HTTP request with 426 Upgrade Required.
+/// Server side, before the upgrade: answers a plain HTTP request with 426 Upgrade Required, and
+/// closes a connection that has not upgraded in time (it is removed by the upgrade).
 final class WebSocketUpgradeRequiredHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
+
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        deadline = context.eventLoop.scheduleTask(in: timeout) { context.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let request) = unwrapInboundIn(data) else { return }
@@ -109,20 +128,26 @@ final class WebSocketUpgradeRequestHandler: ChannelInboundHandler, RemovableChan
     private let host: String
     private let path: String
     private let origin: String?
+    private let timeout: TimeAmount
     private let done: EventLoopPromise<Void>
+    private var deadline: Scheduled<Void>?
     private var sent = false
     private var finished = false
 
-    init(host: String, path: String, origin: String?, done: EventLoopPromise<Void>) {
+    init(host: String, path: String, origin: String?, timeout: TimeAmount, done: EventLoopPromise<Void>) {
         self.host = host
         self.path = path
         self.origin = origin
+        self.timeout = timeout
         self.done = done
     }
 
     func upgradeSucceeded() { finished = true }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            self?.fail(context: context, WebSocketLinkError.upgradeTimeout)
+        }
         if context.channel.isActive { sendRequest(context: context) }
     }
 
@@ -149,6 +174,8 @@ final class WebSocketUpgradeRequestHandler: ChannelInboundHandler, RemovableChan
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
         if !finished {
             finished = true
             done.fail(WebSocketLinkError.closedBeforeUpgrade)
