@@ -1,3 +1,6 @@
+// Wraps the OpenSSL shim (CShims/COpenSSL/cossl_tls.c) rather than swift-nio-ssl because Tor's
+// AUTHENTICATE type 3 needs the RFC 5705 exporter, which swift-nio-ssl does not expose and OpenSSL 3
+// has (SSL_export_keying_material). See TLSContext.swift.
 import COpenSSL
 import NIOCore
 
