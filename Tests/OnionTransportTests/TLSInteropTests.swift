@@ -67,6 +67,11 @@ import Testing
         let event = try await peer.handshake.futureResult.get(within: 5, "handshake")
         #expect(event.protocolVersion == (version == "-tls1_2" ? "TLSv1.2" : "TLSv1.3"))
 
+        // Link policy as a third party sees it: no session ticket (s_client prints one that a
+        // default s_server issues under TLS 1.2), no compression.
+        #expect(!result.stdout.contains("TLS session ticket:"))
+        #expect(result.stdout.contains("Compression: NONE"))
+
         // s_client prints the server certificate it received and the exporter output (computed
         // without a context, as its -keymatexport does).
         #expect(result.stdout.contains(cert.certificatePEM.trimmingCharacters(in: .whitespacesAndNewlines)))
