@@ -130,6 +130,28 @@ import Testing
 }
 
 extension WebSocketLinkTests {
+    /// A masked client frame (RFC 6455 §5.3), payload < 126 bytes.
+    static func maskedFrame(opcode: UInt8, _ payload: [UInt8], mask: [UInt8] = [0x37, 0xfa, 0x21, 0x3d]) -> [UInt8] {
+        [0x80 | opcode, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $1 ^ mask[$0 & 3] }
+    }
+
+    @Test func bridgeAnswersPingAndEchoesClose() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let (listener, _) = try await Self.bridge(group: group, frameSize: 1000) { TLSTestPeer(eventLoop: $0, expected: 1) }
+        let upgrade = "GET /any/path HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        let frames = Self.maskedFrame(opcode: 0x9, Array("are you there".utf8))
+            + Self.maskedFrame(opcode: 0x8, [0x03, 0xE8]) // close, 1000 normal
+        let reply = try await rawExchange(group: group, port: listener.localAddress!.port!,
+                                          send: Array(upgrade.utf8), thenAfterReply: frames)
+        let text = String(decoding: reply, as: UTF8.self)
+        let headerEnd = try #require(text.range(of: "\r\n\r\n"))
+        let got = Array(reply[text.utf8.distance(from: text.startIndex, to: headerEnd.upperBound)...])
+        // An unmasked pong with the ping's payload, then the close echoed, then EOF.
+        #expect(got == [0x8A, 13] + Array("are you there".utf8) + [0x88, 0x02, 0x03, 0xE8])
+        try await listener.close()
+    }
+
     @Test func silentPeersHitTheUpgradeTimeout() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         // A bridge that closes connections not upgraded within 200 ms…
