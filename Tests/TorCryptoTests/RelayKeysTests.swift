@@ -84,3 +84,36 @@ import Testing
         #expect(TorDigest.sha1(Array("abc".utf8)) == hex("a9993e364706816aba3e25717850c26c9cd0d89d"))
     }
 }
+
+@Suite struct PeerCertificatesTests {
+    @Test func verifiesOurOwnBundleBothWays() throws {
+        let now = Date()
+        let keys = try RelayKeys.generate(now: now)
+        let entries = keys.certsCellEntries
+        let responder = try PeerCertificates.verifyResponder(entries, tlsCertificateDER: keys.linkCert.der, at: now)
+        #expect(responder.rsaIdentity == keys.fingerprint && responder.ed25519Identity == keys.edIdentity)
+        #expect(responder.signingKey == keys.signingKey.publicKey && responder.authKey == nil)
+        let initiator = try PeerCertificates.verifyInitiator(entries, at: now)
+        #expect(initiator.authKey == keys.authKey.publicKey)
+
+        // Wrong TLS certificate, a missing or duplicated entry, another relay's cross-cert, expiry.
+        let other = try RelayKeys.generate(now: now)
+        #expect(throws: TorCryptoError.self) {
+            try PeerCertificates.verifyResponder(entries, tlsCertificateDER: other.linkCert.der, at: now)
+        }
+        #expect(throws: TorCryptoError.self) {
+            try PeerCertificates.verifyResponder(entries.filter { $0.type != 7 }, tlsCertificateDER: keys.linkCert.der, at: now)
+        }
+        #expect(throws: TorCryptoError.self) {
+            try PeerCertificates.verifyResponder(entries + [entries[0]], tlsCertificateDER: keys.linkCert.der, at: now)
+        }
+        let swapped = entries.map { $0.type == 7 ? (type: UInt8(7), body: other.crossCert.encoded) : $0 }
+        #expect(throws: TorCryptoError.badSignature) {
+            try PeerCertificates.verifyResponder(swapped, tlsCertificateDER: keys.linkCert.der, at: now)
+        }
+        #expect(throws: TorCryptoError.expired) {
+            try PeerCertificates.verifyResponder(entries, tlsCertificateDER: keys.linkCert.der, at: now + 3 * 86400)
+        }
+        #expect(throws: TorCryptoError.self) { try PeerCertificates.verifyInitiator(entries.filter { $0.type != 6 }, at: now) }
+    }
+}
