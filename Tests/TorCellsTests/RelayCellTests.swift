@@ -71,7 +71,7 @@ struct RelayCellTests {
         #expect(body.bytes.readableBytes == 509)
     }
 
-    @Test("Header accessors work on a body sliced out of a larger buffer (non-zero reader index)")
+    @Test("Header accessors work on a body sliced out of a cell stream, and with a non-zero reader index")
     func slicedBody() throws {
         var rng = SplitMix64(seed: 5)
         let inner = try RelayCell(command: .end, streamID: 4, data: buffer([6])).encode(padding: &rng)
@@ -83,10 +83,18 @@ struct RelayCellTests {
         decoder.append(wire)
         let cells = try decoder.decodeAvailable()
         guard case .relay(var body) = try cells[1].message() else { Issue.record("not RELAY"); return }
-        #expect(body.bytes.readerIndex > 0)
         #expect(body.streamID == 4 && body.command == .end)
         body.digest = 0x0102_0304
         #expect(try RelayCell(decoding: body).message() == .end(End(reason: .done)))
         #expect(body.digest == 0x0102_0304)
+
+        var offset = ByteBuffer(bytes: [0xAA, 0xBB, 0xCC] + bytes(inner.bytes))
+        offset.moveReaderIndex(forwardBy: 3)
+        var shifted = try RelayCellBody(offset)
+        #expect(shifted.bytes.readerIndex == 3)
+        #expect(shifted.streamID == 4 && shifted.command == .end && shifted.dataLength == 1)
+        shifted.recognized = 0x0102
+        #expect(Array(bytes(shifted.bytes)[1..<3]) == [1, 2])
+        #expect(try RelayCell(decoding: shifted).message() == .end(End(reason: .done)))
     }
 }
