@@ -191,4 +191,16 @@ struct ChannelMessageTests {
         let create = padded(hex("07780DBE97D62D392E0DF2286C78386C"))
         try checkChannel(.create, "07780DBE97D62D392E0DF2286C78386C", .unknown(.create, buffer(create)))
     }
+
+    @Test("Encoding more entries than a count byte holds is refused")
+    func tooManyEntries() throws {
+        let entries = (0...255).map { Certs.Entry(type: CertType(UInt8($0)), body: ByteBuffer()) }
+        let certs = try Certs(entries)
+        #expect(cellError { try encodePayload(.certs(certs)) } == .tooManyEntries(field: "CERTS count", count: 256))
+        let netinfo = Netinfo(timestamp: 0, otherAddress: .ipv4(IPv4Address(1, 2, 3, 4)),
+                              myAddresses: Array(repeating: .ipv4(IPv4Address(1, 2, 3, 4)), count: 256))
+        #expect(cellError { try encodePayload(.netinfo(netinfo)) } == .tooManyEntries(field: "NETINFO addresses", count: 256))
+        let extend = Extend2(linkSpecifiers: Array(repeating: .unknown(type: 9, body: []), count: 256), handshakeType: 2, handshakeData: ByteBuffer())
+        #expect(cellError { try encodeBody(.extend2(extend)) } == .tooManyEntries(field: "EXTEND2 NSPEC", count: 256))
+    }
 }

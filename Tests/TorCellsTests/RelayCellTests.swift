@@ -97,4 +97,17 @@ struct RelayCellTests {
         #expect(Array(bytes(shifted.bytes)[1..<3]) == [1, 2])
         #expect(try RelayCell(decoding: shifted).message() == .end(End(reason: .done)))
     }
+
+    @Test("Header writes on a uniquely owned body happen in place (no copy-on-write)")
+    func noCopyOnHotPath() throws {
+        var rng = SplitMix64(seed: 11)
+        var body = try RelayCell(command: .data, streamID: 3, data: buffer([1, 2, 3])).encode(padding: &rng)
+        let before = body.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+        body.digest = 0
+        body.recognized = 0
+        body.digest = 0xDEAD_BEEF
+        body.withUnsafeMutableBytes { $0[20] ^= 1 }
+        let after = body.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+        #expect(before == after)
+    }
 }
