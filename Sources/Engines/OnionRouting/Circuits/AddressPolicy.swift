@@ -3,115 +3,31 @@
 //   "accept 127.0.0.1:*", "reject 10.0.0.0/8:*", "accept *:80-443", "accept [::1]:8080", "reject *:*".
 // First match wins; an address that matches no rule is rejected.
 
-/// An IP address, as found in link specifiers, BEGIN targets and policies.
-public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
-    case v4(UInt32)
-    case v6([UInt8])  // 16 bytes
+import TorCells
 
-    /// Parse dotted-quad IPv4 or (bracketed or bare) IPv6 text. Hostnames return nil.
-    public init?(_ text: some StringProtocol) {
-        var text = Substring(text)
-        if text.hasPrefix("["), text.hasSuffix("]") { text = text.dropFirst().dropLast() }
-        if let v4 = Self.parseIPv4(text) {
-            self = .v4(v4)
-        } else if let v6 = Self.parseIPv6(text) {
-            self = .v6(v6)
-        } else {
-            return nil
-        }
-    }
-
-    public init(ipv4Bytes b: some Collection<UInt8>) {
-        precondition(b.count == 4)
-        self = .v4(b.reduce(0) { $0 << 8 | UInt32($1) })
-    }
-
-    public var description: String {
-        switch self {
-        case .v4(let a):
-            return "\(a >> 24).\(a >> 16 & 0xFF).\(a >> 8 & 0xFF).\(a & 0xFF)"
-        case .v6(let b):
-            let groups = stride(from: 0, to: 16, by: 2).map { String(UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]), radix: 16) }
-            return "[" + groups.joined(separator: ":") + "]"
-        }
-    }
-
+extension IPAddress {
     /// Loopback, private (RFC 1918), link-local, unspecified, CGNAT, multicast and similar ranges that
-    /// a public relay must not be tricked into reaching.
+    /// a public relay must not be tricked into reaching on a client's behalf.
     public var isInternal: Bool {
         switch self {
-        case .v4(let a):
-            let internalNets: [(UInt32, Int)] = [
+        case .v4(let address):
+            let a = address.rawValue
+            let internalNets: [(UInt32, UInt32)] = [
                 (0x0000_0000, 8), (0x0A00_0000, 8), (0x6440_0000, 10), (0x7F00_0000, 8), (0xA9FE_0000, 16),
                 (0xAC10_0000, 12), (0xC0A8_0000, 16), (0xE000_0000, 4), (0xF000_0000, 4),
             ]
             return internalNets.contains { net, bits in a >> (32 - bits) == net >> (32 - bits) }
-        case .v6(let b):
-            if b.allSatisfy({ $0 == 0 }) || b == [UInt8](repeating: 0, count: 15) + [1] { return true }
+        case .v6(let address):
+            let b = address.bytes
+            if address.high == 0 && (address.low == 0 || address.low == 1) { return true }  // :: and ::1
             if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return true }  // fe80::/10
             if b[0] & 0xFE == 0xFC { return true }  // fc00::/7
             if b[0] == 0xFF { return true }  // multicast
-            if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF {  // ::ffff:a.b.c.d
-                return IPAddress(ipv4Bytes: b[12..<16]).isInternal
+            if address.high == 0 && address.low >> 32 == 0xFFFF {  // ::ffff:a.b.c.d
+                return IPAddress.v4(IPv4Address(rawValue: UInt32(truncatingIfNeeded: address.low))).isInternal
             }
             return false
         }
-    }
-
-    private static func parseIPv4(_ text: Substring) -> UInt32? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var value: UInt32 = 0
-        for part in parts {
-            guard (1...3).contains(part.count), part.allSatisfy(\.isASCII), let octet = UInt8(part) else { return nil }
-            value = value << 8 | UInt32(octet)
-        }
-        return value
-    }
-
-    private static func parseIPv6(_ text: Substring) -> [UInt8]? {
-        guard text.contains(":"), text.count <= 45 else { return nil }
-        let halves = text.components(separatedByDoubleColon: ())
-        guard halves.count <= 2 else { return nil }
-        func groups(_ part: Substring) -> [UInt16]? {
-            if part.isEmpty { return [] }
-            var out: [UInt16] = []
-            let pieces = part.split(separator: ":", omittingEmptySubsequences: false)
-            for (index, piece) in pieces.enumerated() {
-                if index == pieces.count - 1, piece.contains("."), let v4 = parseIPv4(piece) {
-                    out += [UInt16(v4 >> 16), UInt16(v4 & 0xFFFF)]
-                } else {
-                    guard (1...4).contains(piece.count), let g = UInt16(piece, radix: 16) else { return nil }
-                    out.append(g)
-                }
-            }
-            return out
-        }
-        guard let head = groups(halves[0]) else { return nil }
-        var all = head
-        if halves.count == 2 {
-            guard let tail = groups(halves[1]), head.count + tail.count < 8 else { return nil }
-            all += [UInt16](repeating: 0, count: 8 - head.count - tail.count) + tail
-        }
-        guard all.count == 8 else { return nil }
-        return all.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }
-    }
-}
-
-extension Substring {
-    /// Split at the first "::" (at most two parts), without Foundation.
-    fileprivate func components(separatedByDoubleColon: Void) -> [Substring] {
-        var index = self.startIndex
-        while index < self.endIndex {
-            let next = self.index(after: index)
-            if self[index] == ":", next < self.endIndex, self[next] == ":" {
-                let rest = self[self.index(after: next)...]
-                if rest.contains("::") || rest.hasPrefix(":") { return [self, "", ""] }  // invalid: reported as 3 parts
-                return [self[..<index], rest]
-            }
-            index = next
-        }
-        return [self]
     }
 }
 
@@ -165,17 +81,17 @@ public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
                 bits = b
                 addressPart = addressText[..<slash]
             }
-            switch IPAddress(addressPart) {
-            case .v4(let a)?:
+            if let a = IPv4Address(addressPart) {
                 let length = bits ?? 32
                 guard (0...32).contains(length) else { return nil }
-                self.pattern = .v4(network: a, prefixLength: length)
-            case .v6(let b)?:
-                guard addressPart.hasPrefix("[") else { return nil }  // tor requires brackets for IPv6
+                self.pattern = .v4(network: a.rawValue, prefixLength: length)
+            } else if addressPart.hasPrefix("["), addressPart.hasSuffix("]"),  // tor requires brackets for IPv6
+                let a = IPv6Address(addressPart.dropFirst().dropLast())
+            {
                 let length = bits ?? 128
                 guard (0...128).contains(length) else { return nil }
-                self.pattern = .v6(network: b, prefixLength: length)
-            case nil:
+                self.pattern = .v6(network: a.bytes, prefixLength: length)
+            } else {
                 return nil
             }
         }
@@ -187,10 +103,11 @@ public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
         switch (self.pattern, address) {
         case (.any, _):
             return true
-        case (.v4(let network, let length), .v4(let a)):
+        case (.v4(let network, let length), .v4(let address)):
             guard length > 0 else { return true }
-            return a >> (32 - length) == network >> (32 - length)
-        case (.v6(let network, let length), .v6(let b)):
+            return address.rawValue >> (32 - length) == network >> (32 - length)
+        case (.v6(let network, let length), .v6(let address)):
+            let b = address.bytes
             for bit in 0..<length where (network[bit / 8] ^ b[bit / 8]) & (0x80 >> (bit % 8)) != 0 {
                 return false
             }
@@ -204,8 +121,8 @@ public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
         let address: String
         switch self.pattern {
         case .any: address = "*"
-        case .v4(let n, let l): address = IPAddress.v4(n).description + (l == 32 ? "" : "/\(l)")
-        case .v6(let n, let l): address = IPAddress.v6(n).description + (l == 128 ? "" : "/\(l)")
+        case .v4(let n, let l): address = IPv4Address(rawValue: n).description + (l == 32 ? "" : "/\(l)")
+        case .v6(let n, let l): address = "[\(IPv6Address(bytes: n)!)]" + (l == 128 ? "" : "/\(l)")
         }
         let ports = self.ports == 1...65535 ? "*" : self.ports.count == 1 ? "\(self.ports.lowerBound)" : "\(self.ports.lowerBound)-\(self.ports.upperBound)"
         return "\(self.action.rawValue) \(address):\(ports)"

@@ -1,3 +1,5 @@
+import TorCells
+
 // Circuit- and stream-level flow control (tor-spec §7.3–7.4), kept apart from the circuit state
 // machines the way swift-nio-ssh keeps `ChildChannelWindowManager` apart from its multiplexer.
 //
@@ -18,8 +20,6 @@ public enum FlowControlViolation: Error, Hashable, Sendable {
     case sendmeDigestMismatch
     /// A SENDME whose version is below our minimum accepted version, or unknown.
     case unacceptableSendmeVersion(UInt8)
-    /// A SENDME payload that cannot be parsed.
-    case malformedSendme
 }
 
 /// The size and increment of a window. Tor fixes these per level.
@@ -111,49 +111,6 @@ public struct SendmeDigest: Hashable, Sendable, CustomStringConvertible {
     public var description: String { hexString(self.bytes.prefix(4)) + "…" }
 }
 
-/// The payload of a circuit-level SENDME (tor-spec §7.4): empty (v0) or `VERSION=1 | LEN=20 | DIGEST`.
-public enum CircuitSendmePayload: Hashable, Sendable {
-    case unauthenticated
-    case authenticated(SendmeDigest)
-
-    /// Parse a SENDME body. Unknown versions are reported so the caller can refuse them.
-    public init(parsing body: some Collection<UInt8>) throws(FlowControlViolation) {
-        let bytes = Array(body)
-        if bytes.isEmpty {
-            self = .unauthenticated
-            return
-        }
-        switch bytes[0] {
-        case 0:
-            self = .unauthenticated
-        case 1:
-            guard bytes.count >= 3 else { throw .malformedSendme }
-            let length = Int(bytes[1]) << 8 | Int(bytes[2])
-            guard length == 20, bytes.count >= 3 + length,
-                let digest = SendmeDigest(bytes[3..<23])
-            else { throw .malformedSendme }
-            self = .authenticated(digest)
-        default:
-            throw .unacceptableSendmeVersion(bytes[0])
-        }
-    }
-
-    public var version: UInt8 {
-        switch self {
-        case .unauthenticated: 0
-        case .authenticated: 1
-        }
-    }
-
-    /// Wire encoding of the SENDME body.
-    public var encoded: [UInt8] {
-        switch self {
-        case .unauthenticated: []
-        case .authenticated(let digest): [1, 0, 20] + digest.bytes
-        }
-    }
-}
-
 /// The sending side of circuit-level flow control with authenticated SENDMEs (proposal 289).
 ///
 /// Every `increment`-th flow-controlled cell we send, we remember the running digest the cell left
@@ -190,9 +147,15 @@ public struct CircuitPackageWindow: Hashable, Sendable {
     }
 
     /// Check and apply a circuit SENDME.
-    public mutating func receivedSendme(_ payload: CircuitSendmePayload) throws(FlowControlViolation) {
-        guard payload.version >= self.minimumAcceptedVersion else {
-            throw .unacceptableSendmeVersion(payload.version)
+    public mutating func receivedSendme(_ sendme: Sendme) throws(FlowControlViolation) {
+        let version: UInt8
+        switch sendme {
+        case .v0: version = 0
+        case .v1: version = 1
+        case .unrecognized(let v, _): throw .unacceptableSendmeVersion(v)
+        }
+        guard version >= self.minimumAcceptedVersion else {
+            throw .unacceptableSendmeVersion(version)
         }
         // A SENDME with nothing outstanding is either an overflow or an unexpected acknowledgement.
         guard !self.recordedDigests.isEmpty else {
@@ -202,7 +165,7 @@ public struct CircuitPackageWindow: Hashable, Sendable {
             throw .unexpectedSendme
         }
         let expected = self.recordedDigests.removeFirst()
-        if case .authenticated(let echoed) = payload, echoed != expected {
+        if case .v1(let echoed) = sendme, echoed != expected.bytes {
             throw .sendmeDigestMismatch
         }
         try self.window.receivedSendme()
@@ -219,11 +182,11 @@ public struct CircuitDeliverWindow: Hashable, Sendable {
 
     /// Account for one received flow-controlled cell whose running digest (after the cell) is `digest`.
     /// Returns the SENDME payload to send now, if one is due; the window is refilled at once.
-    public mutating func didReceive(digest: SendmeDigest?) throws(FlowControlViolation) -> CircuitSendmePayload? {
+    public mutating func didReceive(digest: SendmeDigest?) throws(FlowControlViolation) -> Sendme? {
         guard try self.window.didReceive() else { return nil }
         self.window.didSendSendme()
-        if let digest { return .authenticated(digest) }
-        return .unauthenticated
+        if let digest { return .v1(digest: digest.bytes) }
+        return .v0
     }
 }
 
@@ -238,11 +201,14 @@ public struct FlowControlClass: Hashable, Sendable {
     public static let circuitOnly = FlowControlClass(countsTowardCircuitWindow: true, countsTowardStreamWindow: false)
     public static let circuitAndStream = FlowControlClass(countsTowardCircuitWindow: true, countsTowardStreamWindow: true)
 
-    /// The class of a raw relay command number.
-    public static func of(relayCommand command: UInt8) -> FlowControlClass {
-        switch command {
-        case 2: .circuitAndStream  // RELAY_DATA
-        case 83: .circuitOnly  // RELAY_DB_DATA (Peersm)
+}
+
+extension RelayCommand {
+    /// Which flow-control windows a cell with this command consumes.
+    public var flowControl: FlowControlClass {
+        switch self {
+        case .data: .circuitAndStream
+        case .dbData: .circuitOnly
         default: .none
         }
     }
