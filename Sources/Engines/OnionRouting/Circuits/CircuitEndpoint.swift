@@ -7,6 +7,10 @@ struct StreamFlow {
     var deliver = DeliverWindow(.stream)
     var queue = CircularBuffer<RelayCell>()
     var queuedBytes = 0
+    /// The consumer of this stream's data (the exit's TCP connection, the client's application) cannot
+    /// take more: withhold stream SENDMEs, as C tor does while an edge connection's buffer is full,
+    /// so the peer's stream window runs down instead of our buffers growing.
+    var paused = false
 }
 
 /// The relay-message end of one circuit hop — the client's view of a hop, or a relay's view of the
@@ -106,14 +110,29 @@ struct CircuitEndpoint {
         return try self.circuitDeliver.didReceive(digest: digest)
     }
 
-    /// Charge a stream's deliver window; returns whether a stream SENDME is due (and already accounted).
-    mutating func receivedStreamLevel(_ cell: RelayCell) throws(FlowControlViolation) -> Bool {
+    /// Charge a stream's deliver window; returns how many stream SENDMEs to send now (already accounted).
+    mutating func receivedStreamLevel(_ cell: RelayCell) throws(FlowControlViolation) -> Int {
         guard cell.command.flowControl.countsTowardStreamWindow, cell.streamID != 0,
             self.streams[cell.streamID] != nil
-        else { return false }
-        guard try self.streams[cell.streamID]!.deliver.didReceive() else { return false }
-        self.streams[cell.streamID]!.deliver.didSendSendme()
-        return true
+        else { return 0 }
+        _ = try self.streams[cell.streamID]!.deliver.didReceive()
+        return self.dueStreamSendmes(cell.streamID)
+    }
+
+    /// Pause or resume a stream's consumer; returns how many stream SENDMEs to send now.
+    mutating func setPaused(_ id: UInt16, _ paused: Bool) -> Int {
+        guard self.streams[id] != nil else { return 0 }
+        self.streams[id]!.paused = paused
+        return self.dueStreamSendmes(id)
+    }
+
+    private mutating func dueStreamSendmes(_ id: UInt16) -> Int {
+        var count = 0
+        while !self.streams[id]!.paused && self.streams[id]!.deliver.sendmeDue {
+            self.streams[id]!.deliver.didSendSendme()
+            count += 1
+        }
+        return count
     }
 
     /// Apply a SENDME from the peer (stream 0: circuit level).

@@ -249,7 +249,21 @@ public struct ClientCircuit {
         return self.sendToExit([self.relayCell(.end(End(reason: reason)), streamID: id)])
     }
 
+    /// Backpressure from the application: while paused, stream SENDMEs are withheld so the exit stops
+    /// once the stream window (500 cells) is used; resuming sends the SENDMEs owed.
+    public mutating func setStreamPaused(_ id: UInt16, _ paused: Bool) throws(ClientCircuitError) -> [ClientCircuitAction] {
+        guard self.phase == .open else { throw .notOpen }
+        guard self.streamPhases[id] != nil else { throw .unknownStream(id) }
+        let hop = self.hops.count - 1
+        return self.streamSendmes(id, count: self.hops[hop].setPaused(id, paused))
+    }
+
     // MARK: internals
+
+    private mutating func streamSendmes(_ id: UInt16, count: Int) -> [ClientCircuitAction] {
+        let hop = self.hops.count - 1
+        return (0..<count).compactMap { _ in self.originate(self.relayCell(.sendme(.v0), streamID: id), toHop: hop, early: false) }
+    }
 
     private mutating func reserveStream(phase: StreamPhase) throws(ClientCircuitError) -> UInt16 {
         guard self.phase == .open else { throw .notOpen }
@@ -363,11 +377,7 @@ public struct ClientCircuit {
             return actions
         }
         do {
-            if try self.hops[hop].receivedStreamLevel(cell) {
-                if let out = self.originate(self.relayCell(.sendme(.v0), streamID: id), toHop: hop, early: false) {
-                    actions.append(out)
-                }
-            }
+            actions += self.streamSendmes(id, count: try self.hops[hop].receivedStreamLevel(cell))
         } catch {
             return actions + self.endStream(id, reason: .torProtocol, failure: .flowControl(error))
         }

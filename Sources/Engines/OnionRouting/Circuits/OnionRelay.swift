@@ -413,9 +413,7 @@ public struct OnionRelay {
                 return actions + [.dropped(id.channel, circuitID: id.circuitID, reason: "DATA for unknown stream \(streamID)")]
             }
             do {
-                if try self.circuits[id]!.endpoint.receivedStreamLevel(cell) {
-                    actions += self.originateNow(id, RelayCell(ours: .sendme(.v0), streamID: streamID))
-                }
+                actions += self.streamSendmes(id, streamID, count: try self.circuits[id]!.endpoint.receivedStreamLevel(cell))
             } catch {
                 return actions + self.endStream(id, streamID, reason: .torProtocol)
             }
@@ -548,6 +546,14 @@ public struct OnionRelay {
         return self.originate(id, [RelayCell(ours: .end(End(reason: reason)), streamID: streamID)])
     }
 
+    /// Exit backpressure: the stream's TCP connection stopped (or resumed) accepting writes. While
+    /// paused, stream SENDMEs are withheld, so the client stops after its 500-cell stream window;
+    /// resuming sends the SENDMEs owed.
+    public mutating func setStreamPaused(_ id: RelayCircuitID, streamID: UInt16, _ paused: Bool) throws(OnionRelayError) -> [RelayAction] {
+        guard self.circuits[id]?.streams[streamID] != nil else { throw .unknownStream(id, streamID) }
+        return self.streamSendmes(id, streamID, count: self.circuits[id]!.endpoint.setPaused(streamID, paused))
+    }
+
     /// Application hook: send a relay message back toward the client on `streamID` (0: circuit level).
     /// DB_DATA and DATA are flow-controlled like any data: what does not fit the window is queued.
     public mutating func sendApplicationMessage(_ id: RelayCircuitID, streamID: UInt16, command: RelayCommand, body: ByteBuffer) throws(OnionRelayError) -> [RelayAction] {
@@ -572,6 +578,10 @@ public struct OnionRelay {
         var actions = self.originateNow(id, RelayCell(ours: .end(End(reason: reason)), streamID: streamID))
         if closeTCP, let state, state != .application { actions.append(.closeStream(id, streamID: streamID, reason)) }
         return actions
+    }
+
+    private mutating func streamSendmes(_ id: RelayCircuitID, _ streamID: UInt16, count: Int) -> [RelayAction] {
+        (0..<count).flatMap { _ in self.originateNow(id, RelayCell(ours: .sendme(.v0), streamID: streamID)) }
     }
 
     /// Queue cells toward the client and send what the windows allow.
