@@ -172,6 +172,7 @@ public struct OnionRelay {
     }
 
     public var circuitCount: Int { self.circuits.count }
+    public var circuitIDs: [RelayCircuitID] { Array(self.circuits.keys) }
     public func hasCircuit(_ id: RelayCircuitID) -> Bool { self.circuits[id] != nil }
     /// Circuits registered on a channel, either side (for tests and metrics).
     public func circuitCount(on channel: ChannelID) -> Int { self.channels[channel]?.circuits.count ?? 0 }
@@ -259,7 +260,12 @@ public struct OnionRelay {
             return self.originateNow(id, RelayCell(ours: .extended2(created), streamID: 0))
         case .padding, .vpadding, .paddingNegotiate:
             return []
-        default:
+        case .unknown:
+            // tor ignores cell commands it does not know (newer peers may send them).
+            return [.dropped(channel, circuitID: cell.circuitID, reason: "unknown cell command \(cell.command)")]
+        case .versions, .certs, .authChallenge, .authenticate, .netinfo:
+            return [.dropped(channel, circuitID: cell.circuitID, reason: "link-handshake cell \(cell.command) after the handshake")]
+        case .createdFast:
             return self.unexpected(side, channel, cell)
         }
     }
