@@ -142,6 +142,12 @@ let package = Package(
             ],
             path: "Sources/Executables/peersm"),
 
+        // MARK: benchmarks
+        .executableTarget(
+            name: "RelayCryptoBench",
+            dependencies: ["TorCrypto", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Benchmarks/RelayCryptoBench"),
+
         // MARK: tests
         // Shared by the integration tests: private-namespace checks, child processes, tor test network, seeders.
         .target(

@@ -144,3 +144,24 @@ import Testing
         #expect(throws: TorCryptoError.self) { try client.encryptOutbound(&junk, toHop: 5) }
     }
 }
+
+import NIOCore
+
+@Suite struct RelayCryptoByteBufferTests {
+    /// The ByteBuffer entry points operate on the payload at an offset inside a whole link cell.
+    @Test func byteBufferCellRoundTrip() throws {
+        let keys = try CircuitKeys(ntorMaterial: secureRandomBytes(92))
+        let client = ClientCircuitCrypto()
+        try client.addHop(keys)
+        let relay = try RelayCircuitCrypto(keys: keys)
+        let header: [UInt8] = [0x80, 0, 0, 1, 3]  // CircID, RELAY
+        let payload = secureRandomBytes(509)
+        var buffer = ByteBuffer(bytes: header + payload)
+        try client.encryptOutbound(&buffer, payloadAt: 5, toHop: 0)
+        #expect(buffer.getBytes(at: 0, length: 5) == header)
+        #expect(try relay.decryptForward(&buffer, payloadAt: 5))
+        #expect(buffer.getBytes(at: 5 + 11, length: 498) == Array(payload[11...]))
+        var short = ByteBuffer(bytes: header + payload.prefix(100))
+        #expect(throws: TorCryptoError.self) { try relay.decryptForward(&short, payloadAt: 5) }
+    }
+}

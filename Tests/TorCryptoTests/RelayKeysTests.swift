@@ -23,6 +23,7 @@ import Testing
         let c7 = try UncheckedRSACrossCert(parsing: entries[7]!).check(rsaKey: rsa, at: now)
         #expect(c7.ed25519Key == k.edIdentity)
         #expect(k.linkKey.publicKey.bits == 2048 && k.linkCert.publicKey == k.linkKey.publicKey)
+        #expect(k.linkCert.isSigned(by: k.linkKey.publicKey) && k.linkCert.notAfter > c5.expiry)
         #expect(k.rsaIdentity.publicKey.bits == 1024 && k.legacyOnionKey.publicKey.bits == 1024)
         #expect(k.ntorKey.identity == k.fingerprint)
         // AUTHENTICATE signatures made with the auth key verify under the type-6 certified key.

@@ -19,7 +19,8 @@ public enum CellError: Error, Hashable, Sendable {
     /// A CERTS cell to encode has more certificates than the 1-byte count allows.
     case tooManyEntries(field: String, count: Int)
     /// An address of known type (4 = IPv4, 6 = IPv6) had the wrong length, or an unknown type
-    /// appeared where only IPv4/IPv6 are allowed.
+    /// appeared where only IPv4/IPv6 are allowed. `type` is 0 where the format has no type byte
+    /// (END EXITPOLICY, whose address kind is implied by its length).
     case badAddress(type: UInt8, length: Int)
     /// An address value that cannot be encoded (e.g. IPv4 0.0.0.0 in CONNECTED, which the wire
     /// format reserves to announce the IPv6 form).

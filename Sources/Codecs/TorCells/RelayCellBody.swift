@@ -6,8 +6,9 @@ import NIOCore
 /// `Command(1) Recognized(2) StreamID(2) Digest(4) Length(2) Data(≤498) Padding`.
 ///
 /// The header accessors read and write the buffer in place, so relay crypto can zero the digest,
-/// hash, and write the digest back without copying the cell. (A write copies the storage only if
-/// another `ByteBuffer` still shares it: ByteBuffer is copy-on-write.)
+/// hash, and write the digest back without copying the cell. ByteBuffer is copy-on-write: a body
+/// decoded from `ChannelCellDecoder` shares storage with the decoder's buffer, so the first write
+/// (typically the in-place decryption) copies its 509 bytes once; every later write is in place.
 public struct RelayCellBody: Hashable, Sendable {
     public static let length = 509
     public static let headerLength = 11

@@ -14,11 +14,15 @@ public struct TorCertType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public var description: String { "cert type \(rawValue)" }
 }
 
-/// What CERTIFIED_KEY holds (cert-spec §2.1).
-public enum CertifiedKeyType: UInt8, Sendable {
-    case ed25519 = 0x01
-    case sha256OfRSA = 0x02
-    case sha256OfX509 = 0x03
+/// What CERTIFIED_KEY holds (cert-spec §2.1). A struct, not an enum: the label is advisory (tor before
+/// 0.4.5 wrote 01 everywhere) and a peer's unknown value must not make the whole CERTS cell unparseable.
+public struct CertifiedKeyType: RawRepresentable, Hashable, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let ed25519 = CertifiedKeyType(rawValue: 0x01)
+    public static let sha256OfRSA = CertifiedKeyType(rawValue: 0x02)
+    public static let sha256OfX509 = CertifiedKeyType(rawValue: 0x03)
 }
 
 public struct CertExtension: Hashable, Sendable {
@@ -60,12 +64,7 @@ public struct UncheckedEd25519Cert: Hashable, Sendable {
         guard try r.u8() == 1 else { throw TorCryptoError.malformedCertificate("Ed25519 cert: unknown version") }
         certType = TorCertType(rawValue: try r.u8())
         expirationHours = try r.u32()
-        let kt = try r.u8()
-        // Tor before 0.4.5 labels every certified key 01, so the label is only advisory; unknown values are refused.
-        guard let keyType = CertifiedKeyType(rawValue: kt) else {
-            throw TorCryptoError.malformedCertificate("Ed25519 cert: certified key type \(kt)")
-        }
-        self.keyType = keyType
+        keyType = CertifiedKeyType(rawValue: try r.u8())
         certifiedKey = try r.take(32)
         let n = try r.u8()
         var exts: [CertExtension] = []

@@ -12,8 +12,10 @@ public struct RelayCertLifetimes: Sendable {
     public var signingCert: TimeInterval = 30 * 86400
     public var linkCert: TimeInterval = 2 * 86400
     public var authCert: TimeInterval = 2 * 86400
-    /// RSA identity X.509 (type 2) and RSA→Ed25519 cross-cert (type 7).
+    /// RSA identity X.509 (type 2).
     public var identityCert: TimeInterval = 365 * 86400
+    /// RSA→Ed25519 cross-cert (type 7); C tor issues it for ten years.
+    public var crossCert: TimeInterval = 10 * 365 * 86400
     public init() {}
 }
 
@@ -53,7 +55,7 @@ public struct RelayKeys: Sendable {
             rsaIdentity: rsa,
             rsaIdentityCert: try issueIdentityCert(rsa, now: now, lifetimes: lifetimes),
             ed25519Identity: ed,
-            crossCert: try RSACrossCert.issue(ed25519Key: ed.publicKey, rsaKey: rsa, expires: now + lifetimes.identityCert),
+            crossCert: try RSACrossCert.issue(ed25519Key: ed.publicKey, rsaKey: rsa, expires: now + lifetimes.crossCert),
             signingKey: signing,
             signingCert: try issueSigningCert(identity: ed, signing: signing, now: now, lifetimes: lifetimes),
             linkKey: link.key, linkCert: link.cert, linkCertEd: link.ed,
@@ -72,8 +74,8 @@ public struct RelayKeys: Sendable {
             rsaIdentityCert = try Self.issueIdentityCert(rsaIdentity, now: now, lifetimes: lifetimes)
             changed = true
         }
-        if due(crossCert.expiry, lifetimes.identityCert) {
-            crossCert = try RSACrossCert.issue(ed25519Key: edIdentity, rsaKey: rsaIdentity, expires: now + lifetimes.identityCert)
+        if due(crossCert.expiry, lifetimes.crossCert) {
+            crossCert = try RSACrossCert.issue(ed25519Key: edIdentity, rsaKey: rsaIdentity, expires: now + lifetimes.crossCert)
             changed = true
         }
         var newSigning = false
@@ -119,8 +121,7 @@ public struct RelayKeys: Sendable {
         let key = try RSAPrivateKey.generate(bits: 2048)
         // The X.509 outlives its type-5 cert by a day so a renewal race never leaves a TLS cert expired.
         let cert = try X509Certificate.selfSigned(
-            key: key, commonName: randomHostname("net"), issuerCommonName: randomHostname("com"),
-            notBefore: now - 86400, notAfter: now + lifetimes.linkCert + 86400)
+            key: key, commonName: randomHostname("net"), notBefore: now - 86400, notAfter: now + lifetimes.linkCert + 86400)
         let ed = try Ed25519Cert.issue(
             type: .signingToTLSLink, keyType: .sha256OfX509, certifiedKey: cert.sha256, signer: signingKey.key,
             expires: now + lifetimes.linkCert, includeSigningKey: false)
