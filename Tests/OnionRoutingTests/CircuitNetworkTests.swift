@@ -221,7 +221,7 @@ import TorCrypto
         let net = try self.network(seed: 13)
         let id = try net.buildCircuit()
         let exitCircuit = try #require(net.relays[2].circuitIDs.first)
-        try net.relayCall(2) { $0.destroyCircuit(exitCircuit, reason: .resourceLimit) }
+        net.relayCall(2) { $0.destroyCircuit(exitCircuit, reason: .resourceLimit) }
         net.run()
         #expect(net.events(of: id).last == .closed(.resourceLimit, failure: nil))
         #expect(net.relays.map(\.circuitCount) == [0, 0, 0])
