@@ -21,6 +21,7 @@ struct RawHop {
         var seed = SeededRNG(5)
         self.identity = try TestRelayIdentity(index: 0, rng: &seed)
         var config = OnionRelayConfiguration(identity: self.identity.rsa, ntorKeys: [self.identity.ntor])
+        config.allowSingleHopExits = true  // the raw client is this relay's only hop
         configure(&config)
         self.relay = OnionRelay(configuration: config, rng: SeededRNG(6))
         self.relay.channelOpened(self.channel, role: .responder, peerIdentity: previousHop)
@@ -277,6 +278,16 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         guard case .connect(_, stream, "127.0.0.1", 80)? = actions.first else { throw TestError("\(actions)") }
         let connected = try hop.decrypt(try hop.relay.streamConnected(hop.circuit, streamID: stream, address: nil))
         #expect(connected.map(\.command) == [.connected])
+    }
+
+    @Test func singleHopExitRefusedByDefault() throws {
+        var hop = try RawHop {
+            $0.exitPolicy = Self.acceptLocal
+            $0.allowSingleHopExits = false
+        }
+        let actions = try hop.send(.begin(try Begin(host: "127.0.0.1", port: 80)), stream: 3)
+        #expect(try hop.decrypt(actions).map { try $0.message() } == [.end(End(reason: .torProtocol))])
+        #expect(!actions.contains { if case .connect = $0 { true } else { false } })
     }
 
     @Test func dataBeyondStreamWindowEndsStream() throws {

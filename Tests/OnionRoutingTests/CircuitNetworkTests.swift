@@ -117,7 +117,7 @@ import TorCrypto
     }
 
     @Test func exitPolicyDefaultRejectsEverything() throws {
-        let net = try TestNetwork(relayCount: 1, seed: 9)
+        let net = try TestNetwork(relayCount: 1, seed: 9) { _, config in config.allowSingleHopExits = true }
         let id = try net.buildCircuit()
         try net.clientCall(id) { try $0.openStream(host: "127.0.0.1", port: 80).1 }
         net.run()

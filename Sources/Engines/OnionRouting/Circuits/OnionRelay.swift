@@ -71,11 +71,15 @@ public struct OnionRelayConfiguration: Sendable {
     public var applicationCommands: ClosedRange<UInt8>
     /// Lowest SENDME version accepted from clients (0 admits node-Tor's empty SENDMEs).
     public var minimumSendmeVersion: UInt8
+    /// Accept BEGIN on a circuit whose previous hop is a client (not an authenticated relay). C tor
+    /// refuses, so that it is not used as a one-hop proxy; the application hook is not affected.
+    public var allowSingleHopExits: Bool
 
     public init(
         identity: RSAIdentity, ntorKeys: [NtorSecretKey], exitPolicy: AddressPolicy = .rejectAll,
         extendPolicy: AddressPolicy = .acceptAll, extendAllowPrivateAddresses: Bool = false,
-        applicationCommands: ClosedRange<UInt8> = 80...85, minimumSendmeVersion: UInt8 = 1
+        applicationCommands: ClosedRange<UInt8> = 80...85, minimumSendmeVersion: UInt8 = 1,
+        allowSingleHopExits: Bool = false
     ) {
         self.identity = identity
         self.ntorKeys = ntorKeys
@@ -84,6 +88,7 @@ public struct OnionRelayConfiguration: Sendable {
         self.extendAllowPrivateAddresses = extendAllowPrivateAddresses
         self.applicationCommands = applicationCommands
         self.minimumSendmeVersion = minimumSendmeVersion
+        self.allowSingleHopExits = allowSingleHopExits
     }
 }
 
@@ -99,7 +104,8 @@ public enum RelayAction: Hashable, Sendable {
     case connect(RelayCircuitID, streamID: UInt16, host: String, port: UInt16)
     /// Exit: write these bytes to the stream's TCP connection.
     case streamData(RelayCircuitID, streamID: UInt16, ByteBuffer)
-    /// Exit: close the stream's TCP connection (END received, or the circuit is gone).
+    /// The stream is gone (END received, protocol violation, or the circuit is gone): the exit closes
+    /// its TCP connection, the application forgets its stream.
     case closeStream(RelayCircuitID, streamID: UInt16, EndReason)
     /// Application hook: a relay message with an application command (Peersm DB_*) arrived for us.
     /// Answer with `sendApplicationMessage`.
@@ -425,10 +431,9 @@ public struct OnionRelay {
             }
             return actions + [.streamData(id, streamID: streamID, data)]
         case .end(let end):
-            guard let state = self.circuits[id]!.streams.removeValue(forKey: streamID) else { return actions }
+            guard self.circuits[id]!.streams.removeValue(forKey: streamID) != nil else { return actions }
             self.circuits[id]!.endpoint.removeStream(streamID)
-            if state != .application { actions.append(.closeStream(id, streamID: streamID, end.reason)) }
-            return actions
+            return actions + [.closeStream(id, streamID: streamID, end.reason)]
         case .truncate:
             var out = actions
             if let next = self.circuits[id]!.next {
@@ -481,6 +486,9 @@ public struct OnionRelay {
     private mutating func begin(_ id: RelayCircuitID, _ streamID: UInt16, _ begin: Begin) -> [RelayAction] {
         guard self.circuits[id]!.streams[streamID] == nil else {
             return [.dropped(id.channel, circuitID: id.circuitID, reason: "BEGIN for stream \(streamID) already in use")]
+        }
+        if !self.configuration.allowSingleHopExits && self.channels[id.channel]?.peerIdentity == nil {
+            return self.originateNow(id, RelayCell(ours: .end(End(reason: .torProtocol)), streamID: streamID))
         }
         let policy = self.configuration.exitPolicy
         let allowed: Bool
@@ -582,7 +590,7 @@ public struct OnionRelay {
         let state = self.circuits[id]!.streams.removeValue(forKey: streamID)
         self.circuits[id]!.endpoint.removeStream(streamID)
         var actions = self.originateNow(id, RelayCell(ours: .end(End(reason: reason)), streamID: streamID))
-        if closeTCP, let state, state != .application { actions.append(.closeStream(id, streamID: streamID, reason)) }
+        if closeTCP, state != nil { actions.append(.closeStream(id, streamID: streamID, reason)) }
         return actions
     }
 
@@ -649,7 +657,7 @@ public struct OnionRelay {
                 actions.append(self.destroyCell(next.circuitID, reason, on: next.channel))
             }
         }
-        for (streamID, state) in circuit.streams.sorted(by: { $0.key < $1.key }) where state != .application {
+        for streamID in circuit.streams.keys.sorted() {
             actions.append(.closeStream(id, streamID: streamID, .destroy))
         }
         actions.append(.circuitClosed(id, reason, failure: failure))
