@@ -84,3 +84,70 @@ import Testing
         #expect(TorDigest.sha1(Array("abc".utf8)) == hex("a9993e364706816aba3e25717850c26c9cd0d89d"))
     }
 }
+
+@Suite struct PeerCertificatesTests {
+    @Test func verifiesOurOwnBundleBothWays() throws {
+        let now = Date()
+        let keys = try RelayKeys.generate(now: now)
+        let entries = keys.certsCellEntries
+        let responder = try PeerCertificates.verifyResponder(entries, tlsCertificateDER: keys.linkCert.der, at: now)
+        #expect(responder.rsaIdentity == keys.fingerprint && responder.ed25519Identity == keys.edIdentity)
+        #expect(responder.signingKey == keys.signingKey.publicKey && responder.authKey == nil)
+        let initiator = try PeerCertificates.verifyInitiator(entries, at: now)
+        #expect(initiator.authKey == keys.authKey.publicKey)
+
+        // Wrong TLS certificate, a missing or duplicated entry, another relay's cross-cert, expiry.
+        let other = try RelayKeys.generate(now: now)
+        #expect(throws: TorCryptoError.self) {
+            try PeerCertificates.verifyResponder(entries, tlsCertificateDER: other.linkCert.der, at: now)
+        }
+        #expect(throws: TorCryptoError.self) {
+            try PeerCertificates.verifyResponder(entries.filter { $0.type != 7 }, tlsCertificateDER: keys.linkCert.der, at: now)
+        }
+        #expect(throws: TorCryptoError.self) {
+            try PeerCertificates.verifyResponder(entries + [entries[0]], tlsCertificateDER: keys.linkCert.der, at: now)
+        }
+        let swapped = entries.map { $0.type == 7 ? (type: UInt8(7), body: other.crossCert.encoded) : $0 }
+        #expect(throws: TorCryptoError.badSignature) {
+            try PeerCertificates.verifyResponder(swapped, tlsCertificateDER: keys.linkCert.der, at: now)
+        }
+        #expect(throws: TorCryptoError.expired) {
+            try PeerCertificates.verifyResponder(entries, tlsCertificateDER: keys.linkCert.der, at: now + 3 * 86400)
+        }
+        #expect(throws: TorCryptoError.self) { try PeerCertificates.verifyInitiator(entries.filter { $0.type != 6 }, at: now) }
+    }
+}
+
+@Suite struct LinkAuth3Tests {
+    @Test func buildAndVerify() throws {
+        let now = Date()
+        let initiator = try RelayKeys.generate(now: now), responder = try RelayKeys.generate(now: now)
+        let t = LinkAuth3.Transcript(
+            initiatorRSA: initiator.rsaIdentity.publicKey, responderRSA: responder.rsaIdentity.publicKey,
+            initiatorEd: initiator.edIdentity, responderEd: responder.edIdentity,
+            responderLog: TorDigest.sha256([1]), initiatorLog: TorDigest.sha256([2]),
+            responderTLSCertSHA256: responder.linkCert.sha256, tlsSecrets: secureRandomBytes(32))
+        let rand = [UInt8](repeating: 0x42, count: 24)
+        let body = try LinkAuth3.makeBody(t, authKey: initiator.authKey, random: rand)
+        #expect(body.count == LinkAuth3.bodyLength)
+        // Layout: TYPE | CID | SID | CID_ED | SID_ED | SLOG | CLOG | SCERT | TLSSECRETS | RAND | SIG.
+        #expect(Array(body[0..<8]) == Array("AUTH0003".utf8))
+        #expect(Array(body[8..<40]) == LinkAuth3.exporterContext(initiatorRSA: initiator.rsaIdentity.publicKey))
+        #expect(Array(body[72..<104]) == initiator.edIdentity.bytes && Array(body[264..<288]) == rand)
+
+        // The responder learns the auth key from the initiator's CERTS cell.
+        let peer = try PeerCertificates.verifyInitiator(initiator.certsCellEntries, at: now)
+        try LinkAuth3.verifyBody(body, expected: t, authKey: #require(peer.authKey))
+
+        var otherSecrets = t
+        otherSecrets.tlsSecrets = secureRandomBytes(32)
+        #expect(throws: TorCryptoError.self) { try LinkAuth3.verifyBody(body, expected: otherSecrets, authKey: peer.authKey!) }
+        var badSig = body
+        badSig[300] ^= 1
+        #expect(throws: TorCryptoError.badSignature) { try LinkAuth3.verifyBody(badSig, expected: t, authKey: peer.authKey!) }
+        #expect(throws: TorCryptoError.self) { try LinkAuth3.verifyBody(Array(body.prefix(100)), expected: t, authKey: peer.authKey!) }
+        #expect(throws: TorCryptoError.badSignature) {
+            try LinkAuth3.verifyBody(body, expected: t, authKey: responder.authKey.publicKey)
+        }
+    }
+}
