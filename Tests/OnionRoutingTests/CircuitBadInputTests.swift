@@ -418,3 +418,65 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         #expect(outcome == .dropped(circuitID: 0x8000_1234, reason: "RELAY for an unknown circuit"))
     }
 }
+
+@Suite struct CircuitBadInputFromNextHopTests {
+    /// Extend the raw hop's circuit toward a simulated next relay; returns the next channel and the
+    /// circuit ID the relay picked on it.
+    func extended(_ hop: inout RawHop) throws -> (ChannelID, UInt32) {
+        let nextIdentity = try RSAIdentity(bytes: [UInt8](repeating: 0x33, count: 20))
+        let extend = RelayMessage.extend2(Extend2(
+            linkSpecifiers: [.ipv4(IPv4Address(127, 0, 0, 9), port: 9001), .rsaIdentity(nextIdentity.bytes)],
+            handshakeType: 2, handshakeData: ByteBuffer(bytes: [UInt8](repeating: 0, count: 84))))
+        let asked = try hop.send(extend, early: true)
+        guard case .openChannel(let target, let circuit)? = asked.first else { throw TestError("\(asked)") }
+        #expect(target.rsaIdentity == nextIdentity && circuit == hop.circuit)
+        let next = ChannelID(2)
+        hop.relay.channelOpened(next, role: .initiator, peerIdentity: nextIdentity)
+        let sent = hop.relay.extendChannelReady(hop.circuit, channel: next)
+        guard case .send(let create, next)? = sent.first, create.command == .create2 else { throw TestError("\(sent)") }
+        #expect(create.circuitID & 0x8000_0000 != 0)  // we initiated that channel
+        return (next, create.circuitID)
+    }
+
+    /// A next hop answering CREATE2 with a reply too big for EXTENDED2 must not crash the relay.
+    @Test func oversizedCreated2FromNextHopDestroysBothWays() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try self.extended(&hop)
+        let big = ChannelCell(circuitID: nextID, command: .created2, payload: ByteBuffer(bytes: [0x01, 0xF4] + [UInt8](repeating: 1, count: 500)))
+        let actions = hop.relay.receive(big, on: next)
+        #expect(closedFailure(actions) == .malformed(.payloadTooLong(length: 502, limit: 498)))
+        #expect(destroyReason(actions, circuitID: hop.circuitID) == .protocol)
+        #expect(destroyReason(actions, circuitID: nextID) == .protocol)
+        #expect(hop.relay.circuitCount == 0 && hop.relay.circuitCount(on: next) == 0)
+    }
+
+    @Test func created2FromNextHopBecomesExtended2() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try self.extended(&hop)
+        let reply = try ChannelCell(circuitID: nextID, message: .created2(Created2(handshakeData: ByteBuffer(bytes: [UInt8](repeating: 5, count: 64)))))
+        let cells = try hop.decrypt(hop.relay.receive(reply, on: next))
+        #expect(try cells.map { try $0.message() } == [.extended2(Created2(handshakeData: ByteBuffer(bytes: [UInt8](repeating: 5, count: 64))))])
+        // A second EXTEND2 on the same circuit is refused.
+        let again = try hop.send(.extend2(Extend2(linkSpecifiers: [], handshakeType: 2, handshakeData: ByteBuffer())), early: true)
+        #expect(closedFailure(again) == .alreadyExtended)
+    }
+
+    @Test func destroyFromNextHopPropagatesReason() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try self.extended(&hop)
+        let actions = hop.relay.receive(try ChannelCell(circuitID: nextID, message: .destroy(.orIdentity)), on: next)
+        #expect(destroyReason(actions, circuitID: hop.circuitID) == .orIdentity)
+        #expect(destroyReason(actions, circuitID: nextID) == nil)  // not echoed back
+        #expect(hop.relay.circuitCount == 0)
+    }
+
+    @Test func failedChannelOpenDestroysWithConnectFailed() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let extend = RelayMessage.extend2(Extend2(
+            linkSpecifiers: [.ipv4(IPv4Address(127, 0, 0, 9), port: 9001), .rsaIdentity([UInt8](repeating: 0x33, count: 20))],
+            handshakeType: 2, handshakeData: ByteBuffer(bytes: [UInt8](repeating: 0, count: 84))))
+        _ = try hop.send(extend, early: true)
+        let actions = hop.relay.extendChannelFailed(hop.circuit)
+        #expect(destroyReason(actions, circuitID: hop.circuitID) == .connectFailed)
+    }
+}

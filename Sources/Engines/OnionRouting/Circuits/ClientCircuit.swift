@@ -138,10 +138,11 @@ public struct ClientCircuit {
         self.circuitID = circuitID
         self.path = path
         self.phase = .building(hop: 0)
-        self.rng = rng
         self.minimumSendmeVersion = minimumSendmeVersion
-        self.lastStreamID = 0
-        self.lastStreamID = UInt16.random(in: 1...UInt16.max, using: &self.rng)
+        var rng = rng
+        // A random first stream ID, as C tor does, so IDs do not count the circuit's streams from 1.
+        self.lastStreamID = UInt16.random(in: 1...UInt16.max, using: &rng)
+        self.rng = rng
     }
 
     public var isClosed: Bool { self.phase == .closed }
@@ -192,6 +193,9 @@ public struct ClientCircuit {
             return self.receiveRelay(body)
         case .relayEarly:
             return self.fail(.inboundRelayEarly)
+        case .padding, .vpadding, .paddingNegotiate, .unknown:
+            // Padding, and commands newer than us: tor ignores them.
+            return []
         default:
             return self.fail(.unexpected("\(cell.command) cell on a client circuit"))
         }

@@ -262,8 +262,13 @@ public struct OnionRelay {
             guard case .next(let id)? = side, case .awaitingCreated? = self.circuits[id]?.extend else {
                 return self.unexpected(side, channel, cell)
             }
+            // The next hop's reply must fit one relay cell; a hostile one might not.
+            guard let extended = try? RelayCell(streamID: 0, message: .extended2(created)) else {
+                return self.close(id, reason: .protocol, failure: .malformed(.payloadTooLong(
+                    length: created.handshakeData.readableBytes + 2, limit: RelayCellBody.maximumDataLength)), notify: true)
+            }
             self.circuits[id]!.extend = .extended
-            return self.originateNow(id, RelayCell(ours: .extended2(created), streamID: 0))
+            return self.originateNow(id, extended)
         case .padding, .vpadding, .paddingNegotiate:
             return []
         case .unknown:
