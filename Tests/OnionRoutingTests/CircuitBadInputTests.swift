@@ -270,6 +270,30 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         #expect(closedFailure(actions) == .extendRefused("no RSA identity link specifier"))
     }
 
+    // MARK: resource limits
+
+    @Test func circuitsPerChannelAreBounded() throws {
+        var hop = try RawHop { $0.maximumCircuitsPerChannel = 1 }  // the harness's circuit uses it
+        let (_, onionskin) = Ntor.clientStart(relay: hop.identity.ntor.publicKey)
+        let actions = hop.relay.receive(
+            try ChannelCell(circuitID: 0x8000_0400, message: .create2(Create2(handshakeType: 2, handshakeData: ByteBuffer(bytes: onionskin)))),
+            on: hop.channel)
+        #expect(destroyReason(actions, circuitID: 0x8000_0400) == .resourceLimit)
+    }
+
+    @Test func streamsPerCircuitAreBounded() throws {
+        var hop = try RawHop {
+            $0.exitPolicy = Self.acceptLocal
+            $0.maximumStreamsPerCircuit = 2
+        }
+        _ = try hop.send(.begin(try Begin(host: "127.0.0.1", port: 80)), stream: 1)
+        _ = try hop.send(.raw(.dbQuery, ByteBuffer(bytes: [0])), stream: 2)
+        let third = try hop.send(.begin(try Begin(host: "127.0.0.1", port: 80)), stream: 3)
+        #expect(try hop.decrypt(third).map { try $0.message() } == [.end(End(reason: .resourceLimit))])
+        let fourth = try hop.send(.raw(.dbQuery, ByteBuffer(bytes: [0])), stream: 4)
+        #expect(try hop.decrypt(fourth).map { try $0.message() } == [.end(End(reason: .resourceLimit))])
+    }
+
     // MARK: flow control
 
     /// Open an exit stream on the raw hop and answer its connect.

@@ -74,12 +74,17 @@ public struct OnionRelayConfiguration: Sendable {
     /// Accept BEGIN on a circuit whose previous hop is a client (not an authenticated relay). C tor
     /// refuses, so that it is not used as a one-hop proxy; the application hook is not affected.
     public var allowSingleHopExits: Bool
+    /// Circuits one channel may carry; more CREATEs get DESTROY RESOURCELIMIT. Bounds what one peer
+    /// can make us hold.
+    public var maximumCircuitsPerChannel: Int
+    /// Streams (exit and application) one circuit may hold; more get END RESOURCELIMIT.
+    public var maximumStreamsPerCircuit: Int
 
     public init(
         identity: RSAIdentity, ntorKeys: [NtorSecretKey], exitPolicy: AddressPolicy = .rejectAll,
         extendPolicy: AddressPolicy = .acceptAll, extendAllowPrivateAddresses: Bool = false,
         applicationCommands: ClosedRange<UInt8> = 80...85, minimumSendmeVersion: UInt8 = 1,
-        allowSingleHopExits: Bool = false
+        allowSingleHopExits: Bool = false, maximumCircuitsPerChannel: Int = 8192, maximumStreamsPerCircuit: Int = 1024
     ) {
         self.identity = identity
         self.ntorKeys = ntorKeys
@@ -89,6 +94,8 @@ public struct OnionRelayConfiguration: Sendable {
         self.applicationCommands = applicationCommands
         self.minimumSendmeVersion = minimumSendmeVersion
         self.allowSingleHopExits = allowSingleHopExits
+        self.maximumCircuitsPerChannel = maximumCircuitsPerChannel
+        self.maximumStreamsPerCircuit = maximumStreamsPerCircuit
     }
 }
 
@@ -297,6 +304,9 @@ public struct OnionRelay {
             // tor closes circuits whose ID has the wrong high bit for the peer's role.
             return [self.destroyCell(circuitID, .protocol, on: channel)]
         }
+        guard self.channels[channel]!.circuits.count < self.configuration.maximumCircuitsPerChannel else {
+            return [self.destroyCell(circuitID, .resourceLimit, on: channel)]
+        }
         let reply: ChannelMessage
         let keys: CircuitKeys
         do {
@@ -393,6 +403,9 @@ public struct OnionRelay {
         let streamID = cell.streamID
         if self.configuration.applicationCommands.contains(cell.command.rawValue) {
             if streamID != 0 && self.circuits[id]!.streams[streamID] == nil {
+                guard self.circuits[id]!.streams.count < self.configuration.maximumStreamsPerCircuit else {
+                    return actions + self.originateNow(id, RelayCell(ours: .end(End(reason: .resourceLimit)), streamID: streamID))
+                }
                 self.circuits[id]!.streams[streamID] = .application
                 self.circuits[id]!.endpoint.addStream(streamID)
             }
@@ -491,6 +504,9 @@ public struct OnionRelay {
     private mutating func begin(_ id: RelayCircuitID, _ streamID: UInt16, _ begin: Begin) -> [RelayAction] {
         guard self.circuits[id]!.streams[streamID] == nil else {
             return [.dropped(id.channel, circuitID: id.circuitID, reason: "BEGIN for stream \(streamID) already in use")]
+        }
+        guard self.circuits[id]!.streams.count < self.configuration.maximumStreamsPerCircuit else {
+            return self.originateNow(id, RelayCell(ours: .end(End(reason: .resourceLimit)), streamID: streamID))
         }
         if !self.configuration.allowSingleHopExits && self.channels[id.channel]?.peerIdentity == nil {
             return self.originateNow(id, RelayCell(ours: .end(End(reason: .torProtocol)), streamID: streamID))
