@@ -72,6 +72,7 @@ public enum FirstHopHandshake: Hashable, Sendable {
 /// streams to the last hop. Sans-I/O: the owner feeds it decoded channel cells and API calls, and
 /// performs the returned actions. It never traps on peer input.
 ///
+/// No clocks: build and stream timeouts are the owner's, who calls `destroy` / `closeStream` when they fire.
 /// Crypto state lives in reference-typed TorCrypto objects: do not copy a circuit and use both copies.
 public struct ClientCircuit {
     public enum Phase: Hashable, Sendable {

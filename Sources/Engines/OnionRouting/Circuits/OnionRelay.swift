@@ -109,7 +109,8 @@ public enum RelayAction: Hashable, Sendable {
     /// Exit: open a TCP connection (the policy allowed it; for a hostname, re-check the resolved address
     /// with `AddressPolicy.allows`), then call `streamConnected` or `streamConnectFailed`.
     case connect(RelayCircuitID, streamID: UInt16, host: String, port: UInt16)
-    /// Exit: write these bytes to the stream's TCP connection.
+    /// Exit: write these bytes to the stream's TCP connection. Clients may send data optimistically
+    /// right after BEGIN, so this can come before the connect completes: buffer it until then.
     case streamData(RelayCircuitID, streamID: UInt16, ByteBuffer)
     /// The stream is gone (END received, protocol violation, or the circuit is gone): the exit closes
     /// its TCP connection, the application forgets its stream.
