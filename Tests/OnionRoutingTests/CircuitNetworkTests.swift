@@ -185,6 +185,14 @@ import TorCrypto
         expected.writeBuffer(&second)
         #expect(data == expected)
         #expect(net.relays[2].queuedBytes(circuit, streamID: stream) == 0)
+
+        // The client ending the stream tells the application.
+        try net.clientCall(id) { try $0.closeStream(stream, reason: .done) }
+        net.run()
+        #expect(net.relayActions(2).last == .closeStream(circuit, streamID: stream, .done))
+        #expect(throws: OnionRelayError.unknownStream(circuit, stream)) {
+            try net.relays[2].sendApplicationMessage(circuit, streamID: stream, command: .dbData, body: ByteBuffer(bytes: [1]))
+        }
     }
 
     @Test func applicationMessageOnStreamZero() throws {
