@@ -157,6 +157,10 @@ func clientClosed(_ actions: [ClientCircuitAction]) -> (DestroyReason, CircuitFa
         var relay = try RawRelay()
         #expect(throws: ClientCircuitError.unknownStream(42)) { try relay.circuit.send(data: ByteBuffer(bytes: [1]), onStream: 42) }
         #expect(throws: ClientCircuitError.invalidTarget(.badStreamTarget(reason: "port 0"))) { try relay.circuit.openStream(host: "x", port: 0) }
+        let stream = try relay.circuit.openApplicationStream()
+        #expect(throws: ClientCircuitError.messageTooLong(.dbQuery, 499)) {
+            try relay.circuit.send(command: .dbQuery, body: pattern(499, seed: 0), onStream: stream)
+        }
         #expect(!relay.circuit.isClosed)
         _ = relay.circuit.destroy()
         #expect(throws: ClientCircuitError.notOpen) { try relay.circuit.openApplicationStream() }

@@ -58,6 +58,8 @@ public enum ClientCircuitError: Error, Hashable, Sendable {
     case pathTooLong(Int)
     case emptyPath
     case invalidTarget(CellError)
+    /// A non-data relay message longer than one cell (498 bytes); only DATA and DB_DATA are split.
+    case messageTooLong(RelayCommand, Int)
 }
 
 /// Which handshake the client runs with the first hop.
@@ -239,10 +241,14 @@ public struct ClientCircuit {
     }
 
     /// Send an arbitrary relay message (e.g. Peersm DB_QUERY 81) on a stream, or at circuit level with
-    /// stream 0. Bodies longer than 498 bytes are split into several cells of the same command.
+    /// stream 0. DATA and DB_DATA bodies longer than 498 bytes are split into several cells; other
+    /// messages must fit one cell, since splitting would change their meaning.
     public mutating func send(command: RelayCommand, body: ByteBuffer, onStream id: UInt16) throws(ClientCircuitError) -> [ClientCircuitAction] {
         guard self.phase == .open else { throw .notOpen }
         guard id == 0 || self.streamPhases[id] != nil else { throw .unknownStream(id) }
+        guard body.readableBytes <= RelayCellBody.maximumDataLength || command.flowControl.countsTowardCircuitWindow else {
+            throw .messageTooLong(command, body.readableBytes)
+        }
         return self.sendToExit(relayCells(command: command, streamID: id, data: body))
     }
 

@@ -130,6 +130,8 @@ public enum OnionRelayError: Error, Hashable, Sendable {
     case unknownCircuit(RelayCircuitID)
     case unknownStream(RelayCircuitID, UInt16)
     case unknownChannel(ChannelID)
+    /// A non-data relay message longer than one cell (498 bytes); only DATA and DB_DATA are split.
+    case messageTooLong(RelayCommand, Int)
 }
 
 /// The relay (OR) side: every circuit that passes through or ends at this relay, across all its
@@ -591,9 +593,13 @@ public struct OnionRelay {
     }
 
     /// Application hook: send a relay message back toward the client on `streamID` (0: circuit level).
-    /// DB_DATA and DATA are flow-controlled like any data: what does not fit the window is queued.
+    /// DB_DATA and DATA are flow-controlled like any data: what does not fit the window is queued, and
+    /// bodies over 498 bytes are split into several cells. Other messages must fit one cell.
     public mutating func sendApplicationMessage(_ id: RelayCircuitID, streamID: UInt16, command: RelayCommand, body: ByteBuffer) throws(OnionRelayError) -> [RelayAction] {
         guard self.circuits[id] != nil else { throw .unknownCircuit(id) }
+        guard body.readableBytes <= RelayCellBody.maximumDataLength || command.flowControl.countsTowardCircuitWindow else {
+            throw .messageTooLong(command, body.readableBytes)
+        }
         if streamID != 0 {
             guard self.circuits[id]!.streams[streamID] != nil else { throw .unknownStream(id, streamID) }
         }
