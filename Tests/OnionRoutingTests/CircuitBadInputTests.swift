@@ -270,6 +270,27 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         #expect(closedFailure(actions) == .extendRefused("no RSA identity link specifier"))
     }
 
+    @Test func resolveGetsTransientError() throws {
+        var hop = try RawHop()
+        var name = ByteBuffer()
+        name.writeString("example.com\0")
+        let cells = try hop.decrypt(try hop.send(RelayCell(command: .resolve, streamID: 5, data: name)))
+        #expect(cells.count == 1 && cells[0].command == .resolved && cells[0].streamID == 5)
+        #expect(cells.first?.data == ByteBuffer(bytes: [0xF0, 0, 0, 0, 0, 0]))
+    }
+
+    @Test func truncateDropsTheNextHopAndAnswersTruncated() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try CircuitBadInputFromNextHopTests().extended(&hop)
+        _ = try hop.decrypt(hop.relay.receive(
+            try ChannelCell(circuitID: nextID, message: .created2(Created2(handshakeData: ByteBuffer(bytes: [UInt8](repeating: 5, count: 64))))),
+            on: next))
+        let actions = try hop.send(.truncate)
+        #expect(destroyReason(actions, circuitID: nextID) == .requested)
+        #expect(try hop.decrypt(actions).map { try $0.message() } == [.truncated(.requested)])
+        #expect(hop.relay.hasCircuit(hop.circuit) && hop.relay.circuitCount(on: next) == 0)
+    }
+
     // MARK: resource limits
 
     @Test func circuitsPerChannelAreBounded() throws {

@@ -468,6 +468,11 @@ public struct OnionRelay {
             return actions
         case .connected, .extended2, .truncated:
             return self.close(id, reason: .protocol, failure: .unexpected("\(cell.command) sent toward the exit"), notify: true)
+        case .raw(.resolve, _) where streamID != 0:
+            // We do not resolve names for clients: answer RESOLVED with one "transient error" entry
+            // (type 0xF0, empty value, TTL 0) rather than leave the client waiting.
+            let resolved = RelayCell(command: .resolved, streamID: streamID, data: ByteBuffer(bytes: [0xF0, 0, 0, 0, 0, 0]))
+            return actions + self.originateNow(id, resolved)
         case .raw(let command, _):
             return actions + [.dropped(id.channel, circuitID: id.circuitID, reason: "unsupported relay command \(command)")]
         }
