@@ -138,7 +138,9 @@ public enum OnionRelayError: Error, Hashable, Sendable {
 /// channels. Sans-I/O: the owner registers channels, feeds cells and completion events, and performs
 /// the returned actions. Peer input never traps: bad input yields DESTROY/END with a reason.
 ///
-/// Crypto state lives in reference-typed TorCrypto objects: do not copy the relay and use both copies.
+/// Forwarding crosses channels, so one value owns all of them: confine it to one event loop (or an
+/// actor) and hop there from each channel handler. Crypto state lives in reference-typed TorCrypto
+/// objects: do not copy the relay and use both copies.
 public struct OnionRelay {
     public let configuration: OnionRelayConfiguration
 
