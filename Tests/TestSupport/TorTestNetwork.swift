@@ -110,6 +110,16 @@ public final class TorTestNetwork: @unchecked Sendable {
         }
     }
 
+    /// Takes over a network already started by `scripts/tor-testnet start DIR` (reads
+    /// DIR/network.json); like one from `start`, it is stopped on `stop()` or deinit.
+    public static func load(directory: URL) throws -> TorTestNetwork {
+        let data: Data
+        do { data = try Data(contentsOf: directory.appendingPathComponent("network.json")) } catch {
+            throw TorTestNetworkError.malformedNetworkFile("cannot read \(directory.path)/network.json: \(error)")
+        }
+        return try TorTestNetwork(json: data, scratch: nil)
+    }
+
     init(json: Data, scratch: TemporaryDirectory?) throws {
         let file: NetworkFile
         do { file = try JSONDecoder().decode(NetworkFile.self, from: json) } catch {
@@ -155,7 +165,7 @@ public final class TorTestNetwork: @unchecked Sendable {
 /// Runs a program to completion with stdout and stderr in `output`, without blocking a cooperative
 /// thread meanwhile (a network takes ~25 s to bootstrap; a benchmark download longer).
 func runToCompletion(_ executable: String, _ arguments: [String], output: URL) async throws -> Int32 {
-    FileManager.default.createFile(atPath: output.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: output.path, contents: nil)
     let log = try FileHandle(forWritingTo: output)
     defer { try? log.close() }
     let process = Process()
