@@ -79,8 +79,13 @@ public final class TorTestNetwork: @unchecked Sendable {
             .deletingLastPathComponent().appendingPathComponent("scripts/tor-testnet").path
     }
 
-    /// Builds and starts a network and waits until it is ready (about 25 s on this machine; the
+    /// Builds and starts a network and waits until it is ready (25-45 s on this machine; the
     /// first consensus needs one 20 s voting round).
+    ///
+    /// `authorities: 0` starts relays with no consensus at all (a few seconds): they still accept
+    /// CREATE2 and EXTEND2, and exits get `RefuseUnknownExits 0` so they accept BEGIN from relays
+    /// they do not know. Ready once every relay serves its own descriptor. Only for our own
+    /// clients: a C tor client needs a consensus, so `client` must be false.
     /// - Parameters:
     ///   - extraTorrc: lines for every node's torrc, or for one role with a prefix
     ///     (`"client:UseEntryGuards 0"`, `"exit:…"`, `"relay:…"`, `"authority:…"`, `"server:…"`).
