@@ -57,6 +57,33 @@ struct RealTorNetworkTests {
         #expect(!net.anyProcessRunning, "tor processes survived stop()")
     }
 
+    @Test("RealTor: relays without authorities start in seconds and serve descriptors matching network.json",
+          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(2)))
+    func realTorRelaysWithoutAuthorities() async throws {
+        let scratch = try TemporaryDirectory("realtor-noauth")
+        let net = try await TorTestNetwork.start(authorities: 0, relays: 1, exits: 1, client: false)
+        defer { net.stop() }
+        #expect(net.authorities.isEmpty && net.relays.count == 2)
+        #expect(net.bootstrapSeconds < 30)
+        for relay in net.relays {
+            let orPort = try #require(relay.orPort), dirPort = try #require(relay.dirPort)
+            try await waitForTCP(port: orPort, timeout: .seconds(5))
+            // The relay's own descriptor, as a bridge client would fetch it.
+            let file = scratch.url.appendingPathComponent("\(relay.nickname).desc")
+            _ = try await HTTPSink.download("http://127.0.0.1:\(dirPort)/tor/server/authority", to: file)
+            var published = PublishedDirectory()
+            published.addDescriptors(String(decoding: try Data(contentsOf: file), as: UTF8.self))
+            let fingerprint = try #require(relay.rsaIdentity)
+            let keys = try #require(published.descriptors[fingerprint])
+            #expect(keys.ed25519Identity == relay.ed25519Identity)
+            #expect(keys.ntorOnionKey == relay.ntorOnionKey)
+        }
+        let exitTorrc = try String(contentsOf: net.exits[0].torrc, encoding: .utf8)
+        #expect(exitTorrc.contains("RefuseUnknownExits 0"))
+        net.stop()
+        #expect(!net.anyProcessRunning)
+    }
+
     @Test("RealTor: network.json rejects keys of the wrong length")
     func malformedNetworkFileIsAnError() throws {
         let dir = try TemporaryDirectory("realtor-json")
@@ -83,6 +110,8 @@ struct PublishedDirectory {
     var descriptors: [[UInt8]: Keys] = [:]
     var microdescriptors: [Keys] = []
 
+    init() {}
+
     init(dataDirectory dir: URL) throws {
         func read(_ name: String) -> String? {
             (try? Data(contentsOf: dir.appendingPathComponent(name))).map { String(decoding: $0, as: UTF8.self) }
@@ -92,22 +121,8 @@ struct PublishedDirectory {
             let fields = line.split(separator: " ")
             if fields.count > 2, let id = base64Unpadded(fields[2]) { consensusIdentities.insert(id) }
         }
-        // Server descriptors: a new one starts at "router "; later copies (.new is appended) win.
         for text in [read("cached-descriptors"), read("cached-descriptors.new")].compactMap({ $0 }) {
-            var fingerprint: [UInt8]?
-            var keys = Keys()
-            func flush() { if let fingerprint { descriptors[fingerprint] = keys } }
-            for line in text.split(separator: "\n") {
-                if line.hasPrefix("router ") { flush(); fingerprint = nil; keys = Keys() }
-                else if line.hasPrefix("fingerprint ") {
-                    fingerprint = hexBytes(line.dropFirst("fingerprint ".count).filter { $0 != " " })
-                } else if line.hasPrefix("master-key-ed25519 ") {
-                    keys.ed25519Identity = base64Unpadded(line.dropFirst("master-key-ed25519 ".count))
-                } else if line.hasPrefix("ntor-onion-key ") {
-                    keys.ntorOnionKey = base64Unpadded(line.dropFirst("ntor-onion-key ".count))
-                }
-            }
-            flush()
+            addDescriptors(text)
         }
         // Microdescriptors have no RSA id line; each holds one ntor-onion-key and an "id ed25519".
         for text in [read("cached-microdescs"), read("cached-microdescs.new")].compactMap({ $0 }) {
@@ -122,6 +137,24 @@ struct PublishedDirectory {
             }
             if let current { microdescriptors.append(current) }
         }
+    }
+
+    /// Server descriptors: a new one starts at "router "; later copies (.new is appended) win.
+    mutating func addDescriptors(_ text: String) {
+        var fingerprint: [UInt8]?
+        var keys = Keys()
+        func flush() { if let fingerprint { descriptors[fingerprint] = keys } }
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("router ") { flush(); fingerprint = nil; keys = Keys() }
+            else if line.hasPrefix("fingerprint ") {
+                fingerprint = hexBytes(line.dropFirst("fingerprint ".count).filter { $0 != " " })
+            } else if line.hasPrefix("master-key-ed25519 ") {
+                keys.ed25519Identity = base64Unpadded(line.dropFirst("master-key-ed25519 ".count))
+            } else if line.hasPrefix("ntor-onion-key ") {
+                keys.ntorOnionKey = base64Unpadded(line.dropFirst("ntor-onion-key ".count))
+            }
+        }
+        flush()
     }
 }
 
