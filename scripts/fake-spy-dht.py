@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import ipaddress
 import os
+import signal
 import socket
 import sys
 import time
@@ -107,6 +108,10 @@ def loopback(host):
 
 
 def main():
+    # Exit promptly on SIGTERM even when started with it ignored or blocked (both are inherited
+    # across exec, and some test runners' threads block it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.9", type=loopback)
     ap.add_argument("--port", type=int, default=6881)
@@ -185,12 +190,14 @@ def main():
             known.setdefault(h, []).append(ipaddress.IPv4Address(addr[0]).packed + peer_port.to_bytes(2, "big"))
             r = {"id": own_id}
         if r is None:
-            sock.sendto(bencode({"t": t, "y": "e", "e": [204, "Method Unknown"]}), addr)
             print("%s:%d %s -> error 204" % (addr[0], addr[1], q.decode(errors="replace")), flush=True)
+            sock.sendto(bencode({"t": t, "y": "e", "e": [204, "Method Unknown"]}), addr)
             continue
+        # Logged before replying, so a client that got the reply can already read the line.
+        target = a.get(b"info_hash") or a.get(b"target") or b""
+        print("%s:%d %s %s -> %d value(s)" % (addr[0], addr[1], q.decode(errors="replace"), target.hex(),
+                                              len(r.get("values", []))), flush=True)
         sock.sendto(bencode({"t": t, "y": "r", "r": r}), addr)
-        print("%s:%d %s -> %d value(s)" % (addr[0], addr[1], q.decode(errors="replace"), len(r.get("values", []))),
-              flush=True)
     print("max-seconds reached, exiting", flush=True)
 
 

@@ -89,10 +89,14 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(BlocklistParser.isGzip(gz))
         let parsed = try BlocklistParser.parse(gz, source: "l.p2p.gz")
         #expect(parsed.wasGzipped && parsed.entries.count == 2 && parsed.issues.map(\.line) == [3])
-        var corrupt = gz
-        corrupt[corrupt.count / 2] ^= 0xFF
-        corrupt.removeLast(8)
-        #expect(throws: BlocklistError.self) { try BlocklistParser.parse(corrupt, source: "bad.gz") }
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)  // the standard check value
+        var flipped = gz
+        flipped[flipped.count / 2] ^= 0x01
+        var truncated = gz
+        truncated.removeLast(8)
+        for bad in [flipped, truncated, Array(gz.prefix(12))] {
+            #expect(throws: BlocklistError.self) { try BlocklistParser.parse(bad, source: "bad.gz") }
+        }
     }
 
     @Test func mergeOverlapsAdjacencyAndFamilies() throws {

@@ -100,7 +100,19 @@ public enum BlocklistParser {
         var buffer = ByteBuffer(bytes: data)
         do {
             var out = try buffer.decompress(with: .gzip(), maxSize: maxTextBytes)
-            return out.readBytes(length: out.readableBytes) ?? []
+            let text = out.readBytes(length: out.readableBytes) ?? []
+            // zlib stops at the end of the deflate data without insisting on the trailer, so a
+            // truncated or corrupted download would import silently: check CRC-32 and length (RFC 1952 §2.3.1).
+            guard data.count >= 18 else { throw BlocklistError.gzip(source: source, reason: "truncated") }
+            let t = data.count - 8
+            let crc = UInt32(data[t]) | UInt32(data[t + 1]) << 8 | UInt32(data[t + 2]) << 16 | UInt32(data[t + 3]) << 24
+            let size = UInt32(data[t + 4]) | UInt32(data[t + 5]) << 8 | UInt32(data[t + 6]) << 16 | UInt32(data[t + 7]) << 24
+            guard size == UInt32(truncatingIfNeeded: text.count), crc == CRC32.checksum(text) else {
+                throw BlocklistError.gzip(source: source, reason: "checksum or length mismatch: truncated or corrupt")
+            }
+            return text
+        } catch let error as BlocklistError {
+            throw error
         } catch let error as CompressNIOError where error == .bufferOverflow {
             throw BlocklistError.tooLarge(source: source, limit: maxTextBytes)
         } catch {
@@ -295,5 +307,22 @@ extension BlocklistEntry {
         // Bounded: a /8 covering thousands of small entries must not make a megabyte label.
         if parts.count >= 4 || a.count > 300 { return a.hasSuffix(" | …") ? a : a + " | …" }
         return a + " | " + b
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as the gzip trailer uses.
+enum CRC32 {
+    static let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        bytes.withUnsafeBufferPointer { buf in
+            for b in buf { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        }
+        return c ^ 0xFFFF_FFFF
     }
 }

@@ -31,8 +31,8 @@ public struct CheckResult: Sendable {
 /// Owns the blocklist state of the daemon: imports static lists, records live detections, and
 /// keeps every registered libtorrent session's ip_filter equal to the union of both.
 public actor BlocklistService {
-    public let store: BlocklistStore
-    public let hunter: SpyHunter
+    public nonisolated let store: BlocklistStore
+    public nonisolated let hunter: SpyHunter
     private let salt: [UInt8]
     private let now: @Sendable () -> Date
     private let logger: Logger
