@@ -118,4 +118,28 @@ func writeFile(_ dir: TemporaryDirectory, _ name: String, _ text: String) throws
         _ = try await service.removeList(named: "x")
         #expect(b.last?.isEmpty == true && a.all.count == 3)
     }
+
+    @Test func aRunningServiceSeesListsImportedByAnotherProcess() async throws {
+        let dir = try TemporaryDirectory("blocklist-2proc")
+        let dbPath = dir.url.appendingPathComponent("f.sqlite").path
+        let daemon = try BlocklistService(store: try BlocklistStore(path: dbPath))
+        let cli = try BlocklistService(store: try BlocklistStore(path: dbPath))  // a second connection, as the CLI has
+        let sink = RecordingSink()
+        try await daemon.register(sink)
+        #expect(try await daemon.syncWithStore() == false)
+        let maintenance = Task { await daemon.maintain(poll: .milliseconds(20)) }
+        defer { maintenance.cancel() }
+        _ = try await cli.importList(from: try BlocklistSource(try writeFile(dir, "x.txt", "127.0.0.2\n2001:db8::/126\n")))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while sink.last?.contains(IPAddress("127.0.0.2")!) != true && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let filter = try #require(sink.last)
+        #expect(filter.contains(IPAddress("127.0.0.2")!))
+        #expect(filter.ipv4Pairs.map { $0.first } == [0x7F00_0002] && filter.ipv6Pairs.count == 1)
+        #expect(filter.ipv6Pairs.first?.last == IPAddress("2001:db8::3")!.bytes)
+        maintenance.cancel()
+        await maintenance.value
+        #expect(try await daemon.syncWithStore() == false)
+    }
 }

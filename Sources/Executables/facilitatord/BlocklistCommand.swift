@@ -94,6 +94,9 @@ extension BlocklistCommand {
         @Option(help: "Show at most this many malformed lines (all are counted).")
         var maxIssues = 50
 
+        @Flag(help: "Print where the time went (load, parse, merge, store).")
+        var timings = false
+
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
@@ -116,6 +119,15 @@ extension BlocklistCommand {
             if l.allowedLines > 0 { summary += "; \(l.allowedLines) 'allowed' lines skipped" }
             if l.badLines > 0 { summary += "; \(l.badLines) malformed line\(l.badLines == 1 ? "" : "s") skipped" }
             print(summary)
+            if timings {
+                let t = report.timings
+                func ms(_ d: Duration) -> String { String(format: "%.0f ms", Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15) }
+                print("timings: load \(ms(t.load)), parse \(ms(t.parse)), merge \(ms(t.merge)), store \(ms(t.store))")
+                // What a running daemon does next: read every list back and build the enforced union.
+                let start = ContinuousClock.now
+                let union = try await service.enforcedRanges()
+                print("union of all lists and spies: \(union.count) ranges, built in \(ms(ContinuousClock.now - start))")
+            }
         }
     }
 

@@ -18,6 +18,14 @@ public struct ImportReport: Sendable {
     public var issues: [ParseIssue]
     /// Valid entries absorbed by merging overlapping ranges.
     public var mergedAway: Int
+    public var timings: Timings
+
+    /// Where an import's time went (the benchmark prints these).
+    public struct Timings: Sendable {
+        public var load, parse, merge, store: Duration
+        /// Rebuilding the union and pushing it to the registered sessions.
+        public var apply: Duration
+    }
 }
 
 /// Why an address is (or is not) blocked.
@@ -38,6 +46,8 @@ public actor BlocklistService {
     private let logger: Logger
     private var sinks: [ObjectIdentifier: any IPFilterSink] = [:]
     private var unionCache: IPRangeSet?
+    /// The store generation the cached union was built from.
+    private var cachedGeneration: Int64 = -1
     private var tracker: PeerMisbehaviourTracker
 
     private let blockedPeers = Counter(label: "peersm_blocklist_blocked_peers_total")
@@ -63,14 +73,22 @@ public actor BlocklistService {
                            format: BlocklistFormat? = nil) async throws -> ImportReport {
         let listName = name ?? source.defaultListName
         try Self.validate(name: listName)
+        let clock = ContinuousClock()
+        var t = clock.now
+        func lap() -> Duration { let n = clock.now; defer { t = n }; return n - t }
         let bytes = try await source.load()
+        let loaded = lap()
         let parsed = try BlocklistParser.parse(bytes, source: source.description, format: format ?? source.impliedFormat)
+        let parsing = lap()
         let merged = BlocklistEntry.merge(parsed.entries)
+        let merging = lap()
         let info = try store.saveList(name: listName, source: source.description, parsed: parsed, merged: merged, now: now())
+        let storing = lap()
         for issue in parsed.issues.prefix(20) { logger.warning("\(issue)") }
         logger.info("imported list", metadata: ["list": "\(listName)", "ranges": "\(merged.count)", "bad-lines": "\(parsed.issues.count)"])
         try await changed()
-        return ImportReport(list: info, issues: parsed.issues, mergedAway: parsed.entries.count - merged.count)
+        return ImportReport(list: info, issues: parsed.issues, mergedAway: parsed.entries.count - merged.count,
+                            timings: .init(load: loaded, parse: parsing, merge: merging, store: storing, apply: lap()))
     }
 
     /// Re-imports every list whose source is a URL (refresh); returns the failures by list name.
@@ -111,9 +129,11 @@ public actor BlocklistService {
     /// The union of every static list and every unexpired spy, merged.
     public func enforcedRanges() throws -> IPRangeSet {
         if let unionCache { return unionCache }
+        let generation = try store.generation()
         let spies = try store.spies(activeAt: now())
         let union = IPRangeSet(merging: try store.allRanges() + spies.map { IPRange($0.address) })
         unionCache = union
+        cachedGeneration = generation
         rangesGauge.record(union.count)
         spiesGauge.record(Set(spies.map(\.address)).count)
         return union
@@ -192,5 +212,37 @@ public actor BlocklistService {
         let purged = try store.purgeExpiredSpies(now: now())
         if purged > 0 { try await changed() }
         return purged
+    }
+
+    /// Picks up changes another process made to the database (`facilitatord blocklist import` while
+    /// the daemon runs) and pushes the new union. Returns whether anything changed.
+    @discardableResult
+    public func syncWithStore() async throws -> Bool {
+        guard try store.generation() != cachedGeneration || unionCache == nil else { return false }
+        try await changed()
+        if sinks.isEmpty { _ = try enforcedRanges() }
+        return true
+    }
+
+    /// The daemon's housekeeping, until cancelled: every `poll`, pick up changes from other processes
+    /// and expire detections; every `refresh`, re-fetch the lists imported from URLs.
+    public func maintain(poll: Duration = .seconds(10), refresh: Duration = .seconds(86_400)) async {
+        let clock = ContinuousClock()
+        var nextRefresh = clock.now + refresh
+        while !Task.isCancelled {
+            do {
+                try await expire()
+                try await syncWithStore()
+            } catch {
+                logger.error("blocklist maintenance failed", metadata: ["error": "\(error)"])
+            }
+            if clock.now >= nextRefresh {
+                for (list, error) in await refreshRemoteLists() {
+                    logger.error("could not refresh list", metadata: ["list": "\(list)", "error": "\(error)"])
+                }
+                nextRefresh = clock.now + refresh
+            }
+            try? await Task.sleep(for: poll)
+        }
     }
 }

@@ -32,15 +32,17 @@ public struct ListMatch: Hashable, Sendable {
 /// memcmp order is numeric order and one index answers "the range starting at or below this IP".
 public final class BlocklistStore: Sendable {
     public let path: String
-    let db: DatabaseQueue
+    let db: any DatabaseWriter
 
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path` and applies pending migrations. WAL mode
+    /// (GRDB's DatabasePool): the CLI can read and write while the daemon holds the file open.
     public init(path: String) throws {
         self.path = path
         var config = Configuration()
         config.foreignKeysEnabled = true
         config.label = "blocklists"
-        db = try DatabaseQueue(path: path, configuration: config)
+        config.busyMode = .timeout(10)  // another process (CLI or daemon) writing: wait, don't fail
+        db = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(db)
     }
 
@@ -98,6 +100,20 @@ public final class BlocklistStore: Sendable {
         return m
     }
 
+    // MARK: change generation
+
+    /// Bumped by every write, so a daemon notices what another process (the CLI) changed.
+    public func generation() throws -> Int64 {
+        try db.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'generation'") ?? 0 }
+    }
+
+    static func bumpGeneration(_ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO meta(key, value) VALUES ('generation', 1)
+            ON CONFLICT(key) DO UPDATE SET value = value + 1
+            """)
+    }
+
     // MARK: installation salt
 
     /// 32 random bytes made once per database: the salt of every `TorrentTag`, so that the same
@@ -153,6 +169,7 @@ public final class BlocklistStore: Sendable {
             for e in merged {
                 try insert.execute(arguments: [id, Data(e.range.first.bytes), Data(e.range.last.bytes), e.label])
             }
+            try Self.bumpGeneration(db)
             return info
         }
     }
@@ -174,7 +191,9 @@ public final class BlocklistStore: Sendable {
     public func removeList(named name: String) throws -> Bool {
         try db.write { db in
             try db.execute(sql: "DELETE FROM list WHERE name = ?", arguments: [name])
-            return db.changesCount > 0
+            let removed = db.changesCount > 0
+            if removed { try Self.bumpGeneration(db) }
+            return removed
         }
     }
 
@@ -237,6 +256,7 @@ public final class BlocklistStore: Sendable {
                 try upsert.execute(arguments: [Data(d.address.bytes), d.port.map { Int($0) }, d.reason.rawValue, d.detail,
                                                d.torrent.hex, d.detectedAt, d.expiresAt])
             }
+            try Self.bumpGeneration(db)
         }
     }
 
@@ -264,7 +284,9 @@ public final class BlocklistStore: Sendable {
     public func purgeExpiredSpies(now: Date) throws -> Int {
         try db.write { db in
             try db.execute(sql: "DELETE FROM spy WHERE expiresAt <= ?", arguments: [now])
-            return db.changesCount
+            let purged = db.changesCount
+            if purged > 0 { try Self.bumpGeneration(db) }
+            return purged
         }
     }
 

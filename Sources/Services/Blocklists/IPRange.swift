@@ -145,6 +145,16 @@ public struct IPRangeSet: Sendable, Equatable, Sequence {
 
     public func union(_ other: IPRangeSet) -> IPRangeSet { IPRangeSet(merging: ranges + other.ranges) }
 
+    /// The IPv4 ranges as host-order integers: what an `lt::address_v4` rule takes.
+    public var ipv4Pairs: [(first: UInt32, last: UInt32)] {
+        ranges.compactMap { r in r.first.ipv4.flatMap { a in r.last.ipv4.map { (a, $0) } } }
+    }
+
+    /// The IPv6 ranges as 16 network-order bytes each: what an `lt::address_v6` rule takes.
+    public var ipv6Pairs: [(first: [UInt8], last: [UInt8])] {
+        ranges.filter { !$0.isIPv4 }.map { ($0.first.bytes, $0.last.bytes) }
+    }
+
     public var ipv4AddressCount: UInt64 {
         ranges.lazy.filter(\.isIPv4).reduce(0) { $0 &+ $1.addressCount }
     }
