@@ -82,6 +82,21 @@ struct CLI {
         let stdoutExport = try CLI.run(["blocklist", "export", "--db", db2])
         #expect(stdoutExport.out == "copy: ipfilter: Listed seeder:127.0.0.2-127.0.0.2\ncopy: ipfilter: Doc net:192.0.2.0-192.0.2.255\n")
 
+        // A spy recorded by the daemon (here: the store, on the same file) shows in list, check and export.
+        do {
+            let store = try BlocklistStore(path: db)
+            try store.record([Detection(address: IPAddress("127.0.0.9")!, port: 6881, reason: .valuesForFakeInfohash,
+                                        detail: "returned 2 peer(s) for a hash nobody has", detectedAt: Date(),
+                                        torrent: TorrentTag(infohash: realHash, salt: try store.salt()),
+                                        expiresAt: Date() + 3600)])
+        }
+        let spies = try CLI.run(["blocklist", "list", "--spies", "--db", db])
+        #expect(spies.out.contains("1 spy address(es) blocked") && spies.out.contains("127.0.0.9  values-for-fake-infohash"))
+        let spyCheck = try CLI.run(["blocklist", "check", "127.0.0.9", "--db", db])
+        #expect(spyCheck.status == 0 && spyCheck.out.contains("spy: values-for-fake-infohash — returned 2 peer(s)"))
+        #expect(try CLI.run(["blocklist", "export", "--db", db]).out.hasSuffix("spy: values-for-fake-infohash:127.0.0.9-127.0.0.9\n"))
+        #expect(try CLI.run(["blocklist", "export", "--no-spies", "--db", db]).out.contains("127.0.0.9") == false)
+
         let rm = try CLI.run(["blocklist", "remove", "ipfilter", "--db", db])
         #expect(rm.status == 0)
         #expect(try CLI.run(["blocklist", "check", "127.0.0.2", "--db", db]).status == 1)

@@ -50,7 +50,6 @@ public actor BlocklistService {
     private var cachedGeneration: Int64 = -1
     private var tracker: PeerMisbehaviourTracker
 
-    private let blockedPeers = Counter(label: "peersm_blocklist_blocked_peers_total")
     private let rangesGauge = Gauge(label: "peersm_blocklist_enforced_ranges")
     private let spiesGauge = Gauge(label: "peersm_blocklist_active_spies")
 
@@ -146,9 +145,10 @@ public actor BlocklistService {
         CheckResult(address: address, lists: try store.matches(address), spies: try store.spies(activeAt: now(), address: address))
     }
 
-    /// The engine calls this on each `peer_blocked_alert`, so blocked connections show in metrics.
-    public func peerBlocked(_ address: IPAddress) {
-        blockedPeers.increment()
+    /// The engine calls this on each `peer_blocked_alert`, so blocked connections show in metrics
+    /// (`reason`: the alert's reason, e.g. "ip_filter").
+    public nonisolated func peerBlocked(_ address: IPAddress, reason: String = "ip_filter") {
+        Counter(label: "peersm_blocklist_blocked_peers_total", dimensions: [("reason", reason)]).increment()
     }
 
     private func changed() async throws {

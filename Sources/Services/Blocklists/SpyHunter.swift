@@ -106,7 +106,7 @@ public struct SpyHunter: Sendable {
 
         var trusted: [PeerEndpoint] = []
         for suspect in report.suspects where !isBlocked(suspect.endpoint.address) {
-            guard let reply = try await lookup.getPeers(infohash: fake, from: suspect.endpoint) else { continue }
+            guard let reply = try await Self.ask(lookup, fake, suspect.endpoint) else { continue }
             let verdict = detector.judgeProbe(fakeInfohash: fake, response: reply, torrent: torrent, now: now())
             if verdict.isEmpty {
                 let bits = SpyDetector.commonPrefixBits(suspect.id, fake)
@@ -133,7 +133,7 @@ public struct SpyHunter: Sendable {
             for reply in try await lookup.getPeers(infohash: infohash) { take(reply) }
         } else {
             for node in trusted {
-                if let reply = try await lookup.getPeers(infohash: infohash, from: node) { take(reply) }
+                if let reply = try await Self.ask(lookup, infohash, node) { take(reply) }
             }
         }
         var seen = Set<PeerEndpoint>()
@@ -145,5 +145,17 @@ public struct SpyHunter: Sendable {
         peers.shuffle(using: &rng)
         return HuntResult(fakeInfohash: fake, detections: detections, peers: peers, trustedNodes: trusted,
                           droppedLeading: droppedLeading, droppedBlocked: droppedBlocked)
+    }
+
+    /// One direct query; a node that errors is treated like one that did not answer (one bad node
+    /// must not abort the hunt), but cancellation still ends it.
+    static func ask(_ lookup: some DHTPeerLookup, _ hash: [UInt8], _ node: PeerEndpoint) async throws -> DHTResponse? {
+        do {
+            return try await lookup.getPeers(infohash: hash, from: node)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            return nil
+        }
     }
 }
