@@ -139,4 +139,13 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(back.entries.map(\.range) == parsed.entries.map(\.range) + [IPRange(spy.address)])
         #expect(back.entries[1].label == "l: Weird: label")
     }
+
+    @Test func theShippedSampleListImportsCleanly() throws {
+        let sample = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("etc/blocklist.sample.p2p")
+        let parsed = try BlocklistParser.parse([UInt8](try Data(contentsOf: sample)), source: sample.path)
+        #expect(parsed.issues.isEmpty && parsed.entries.count == 4 && parsed.format == .p2p)
+        #expect(parsed.entries[1].label == "Example Org: Anti-P2P, Inc.")
+        #expect(parsed.entries[3].range == (try IPRange(parsing: "2001:db8:1::/112")))
+    }
 }

@@ -187,3 +187,33 @@ struct RecordedDHT: DHTPeerLookup {
         #expect(Set(result.detections.map(\.address.description)) == ["127.0.0.9", "10.5.5.5"])
     }
 }
+
+/// Single queries answered from a fixed topology (node i knows nodes i+1…i+3): the walk must
+/// follow `nodes` toward the target and stop within its budget.
+struct ChainQuerier: DHTDirectQuerying {
+    let ids: [[UInt8]]
+    func endpoint(_ i: Int) -> PeerEndpoint { ep("10.8.0.\(i + 1):6881") }
+    func startingNodes() async throws -> [PeerEndpoint] { [endpoint(0)] }
+    func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+        guard let i = (0..<ids.count).first(where: { endpoint($0) == node }) else { return nil }
+        if i == 7 { throw CocoaError(.featureUnsupported) }  // one broken node: treated as silent
+        let next = (i + 1..<min(i + 4, ids.count)).map { DHTNode(id: ids[$0], endpoint: endpoint($0)) }
+        return DHTResponse(node: node, nodeID: ids[i], values: [], nodes: next)
+    }
+}
+
+@Suite struct SpyDHTWalkTests {
+    @Test func iterativeLookupFollowsNodesTowardTheTarget() async throws {
+        // IDs get closer to the target as i grows: node i shares i+1 leading bits with it.
+        let target = realHash
+        let ids = (0..<40).map { nodeID(near: target, sharing: $0 + 1) }
+        var walk = IterativeDHTLookup(querier: ChainQuerier(ids: ids))
+        let replies = try await walk.getPeers(infohash: target)
+        let reached = Set(replies.map(\.node))
+        #expect(reached.contains(ep("10.8.0.40:6881")))       // the closest node was found
+        #expect(!reached.contains(ep("10.8.0.8:6881")))       // the broken one did not stop the walk
+        #expect(replies.count <= walk.maxQueries)
+        walk.maxQueries = 5
+        #expect(try await walk.getPeers(infohash: target).count <= 5)
+    }
+}

@@ -37,9 +37,8 @@ public struct IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible
         self = parsed
     }
 
-    public static let ipv4MappedHigh: UInt64 = 0
-    public static let ipv4MappedLowMask: UInt64 = 0xFFFF_FFFF_0000_0000
-    public static let ipv4MappedLowTag: UInt64 = 0x0000_FFFF_0000_0000
+    static let ipv4MappedLowMask: UInt64 = 0xFFFF_FFFF_0000_0000
+    static let ipv4MappedLowTag: UInt64 = 0x0000_FFFF_0000_0000
 
     public static let zero = IPAddress(high: 0, low: 0)
     public static let max = IPAddress(high: .max, low: .max)
