@@ -25,7 +25,7 @@ struct CLI {
         p.environment = environment.merging(env) { $1 }
         // stderr goes to a file so that neither stream can fill a pipe while the other is read.
         let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("cli-err-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: errURL) }
         let out = Pipe()
         p.standardOutput = out
