@@ -148,4 +148,38 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(parsed.entries[1].label == "Example Org: Anti-P2P, Inc.")
         #expect(parsed.entries[3].range == (try IPRange(parsing: "2001:db8:1::/112")))
     }
+
+    @Test func incrementalInsertEqualsAFullMerge() throws {
+        var rng = SplitMix64(seed: 42)
+        func randomRange() -> IPRange {
+            if rng.next() % 5 == 0 {
+                let a = IPAddress(high: 0x2001_0db8_0000_0000 | rng.next() % 64, low: rng.next() % 1000)
+                return try! IPRange(a, IPAddress(high: a.high, low: a.low + rng.next() % 100))
+            }
+            let a = UInt32(rng.next() % 10_000)
+            return try! IPRange(IPAddress(ipv4: a), IPAddress(ipv4: a + UInt32(rng.next() % 20)))
+        }
+        for _ in 0..<50 {
+            let base = (0..<200).map { _ in randomRange() }, extra = (0..<10).map { _ in randomRange() }
+            let incremental = IPRangeSet(merging: base).inserting(extra)
+            #expect(incremental == IPRangeSet(merging: base + extra))
+            // Disjoint and non-adjacent within a family, sorted.
+            for (x, y) in zip(incremental.ranges, incremental.ranges.dropFirst()) {
+                #expect(x.last < y.first && (x.isIPv4 != y.isIPv4 || x.last.successor != y.first))
+            }
+        }
+    }
+}
+
+/// Deterministic generator for property tests (SplitMix64).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }

@@ -151,8 +151,15 @@ public actor BlocklistService {
         Counter(label: "peersm_blocklist_blocked_peers_total", dimensions: [("reason", reason)]).increment()
     }
 
-    private func changed() async throws {
-        unionCache = nil
+    /// Rebuilds the union from the store and pushes it. `added` (addresses just recorded) lets the
+    /// common case, new spies and nothing else changed, skip re-reading every stored range.
+    private func changed(added: [IPRange]? = nil) async throws {
+        if let added, let cached = unionCache, try store.generation() == cachedGeneration + 1 {
+            unionCache = cached.inserting(added)
+            cachedGeneration += 1
+        } else {
+            unionCache = nil
+        }
         guard !sinks.isEmpty else { return }
         let union = try enforcedRanges()
         for sink in sinks.values {
@@ -194,7 +201,7 @@ public actor BlocklistService {
             logger.notice("spy detected", metadata: ["address": "\(d.address)", "reason": "\(d.reason.rawValue)",
                                                       "torrent": "\(d.torrent)"])
         }
-        try await changed()
+        try await changed(added: detections.map { IPRange($0.address) })
     }
 
     /// The engine reports request timeouts and hash failures; a peer over its limit is recorded and blocked.

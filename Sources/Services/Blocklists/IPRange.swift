@@ -112,6 +112,11 @@ public struct IPRangeSet: Sendable, Equatable, Sequence {
     public init<S: Sequence>(merging input: S) where S.Element == IPRange {
         var sorted = Array(input)
         sorted.sort { $0.first < $1.first }
+        self.init(mergingSorted: sorted)
+    }
+
+    /// Merges ranges already sorted by their first address.
+    init(mergingSorted sorted: [IPRange]) {
         var out: [IPRange] = []
         out.reserveCapacity(sorted.count)
         for r in sorted {
@@ -143,7 +148,24 @@ public struct IPRangeSet: Sendable, Equatable, Sequence {
 
     public func contains(_ address: IPAddress) -> Bool { range(containing: address) != nil }
 
-    public func union(_ other: IPRangeSet) -> IPRangeSet { IPRangeSet(merging: ranges + other.ranges) }
+    public func union(_ other: IPRangeSet) -> IPRangeSet { inserting(other.ranges) }
+
+    /// This set plus a few more ranges: one linear merge of two sorted runs instead of a full
+    /// re-sort, so adding a spy to a 500,000-range union stays cheap.
+    public func inserting(_ extra: [IPRange]) -> IPRangeSet {
+        let added = extra.sorted { $0.first < $1.first }
+        var merged: [IPRange] = []
+        merged.reserveCapacity(ranges.count + added.count)
+        var i = 0, j = 0
+        while i < ranges.count || j < added.count {
+            if j == added.count || (i < ranges.count && ranges[i].first <= added[j].first) {
+                merged.append(ranges[i]); i += 1
+            } else {
+                merged.append(added[j]); j += 1
+            }
+        }
+        return IPRangeSet(mergingSorted: merged)
+    }
 
     /// The IPv4 ranges as host-order integers: what an `lt::address_v4` rule takes.
     public var ipv4Pairs: [(first: UInt32, last: UInt32)] {
