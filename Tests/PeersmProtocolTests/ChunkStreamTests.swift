@@ -1,6 +1,7 @@
 import Crypto
 import NIOCore
 import Testing
+import TestSupport
 @testable import PeersmProtocol
 
 /// Signer → verifier round trips and the attacks the verifier must catch.
@@ -20,7 +21,7 @@ import Testing
     }
 
     static func file(_ size: Int, seed: UInt64 = 1) -> [UInt8] {
-        var generator = SeededGenerator(seed: seed)
+        var generator = SplitMix64(seed: seed)
         return randomBytes(size, using: &generator)
     }
 
@@ -96,7 +97,7 @@ import Testing
     }
 
     @Test func roundTripRandomSizesAndRanges() throws {
-        var generator = SeededGenerator(seed: 42)
+        var generator = SplitMix64(seed: 42)
         for _ in 0..<40 {
             let size = Int(generator.next() % UInt64(5 * Self.B * Self.C))
             let file = Self.file(size, seed: generator.next())
@@ -349,7 +350,7 @@ import Testing
         let size = Self.B * Self.C + 3 * Self.C + 17  // a full block and a short one (4 chunks + 4 signature-only)
         let file = Self.file(size, seed: 5)
         let bodies = try signAll(file: file, key: Self.key, query: Self.query())
-        var generator = SeededGenerator(seed: 2024)
+        var generator = SplitMix64(seed: 2024)
         for _ in 0..<300 {
             let message = Int(generator.next() % UInt64(bodies.count))
             let offset = Int(generator.next() % UInt64(bodies[message].readableBytes))

@@ -1,6 +1,7 @@
 import Crypto
 import NIOCore
 import Testing
+import TestSupport
 @testable import PeersmProtocol
 
 func hex(_ string: String) -> [UInt8] {
@@ -26,20 +27,8 @@ let rfc8032Public = hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a6
 let vectorHashName = try! HashName(bytes: Array(1...20))
 let vectorNonce = try! RequestNonce(bytes: Array(0xA0...0xAF))
 
-/// Deterministic pseudo-random bytes (SplitMix64) so failures reproduce.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
-func randomBytes(_ count: Int, using generator: inout SeededGenerator) -> [UInt8] {
+func randomBytes(_ count: Int, using generator: inout SplitMix64) -> [UInt8] {
     var out = [UInt8](repeating: 0, count: count)
     var i = 0
     while i < count {

@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+import TestSupport
 @testable import PeersmProtocol
 
 /// Every malformed field yields its own typed error; nothing traps.
@@ -148,7 +149,7 @@ import Testing
     }
 
     @Test func randomGarbageNeverTraps() {
-        var generator = SeededGenerator(seed: 7)
+        var generator = SplitMix64(seed: 7)
         for _ in 0..<20_000 {
             let length = Int(generator.next() % 60)
             let body = buffer(randomBytes(length, using: &generator))

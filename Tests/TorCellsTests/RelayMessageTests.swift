@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+import TestSupport
 @testable import TorCells
 
 // Byte vectors: C tor captures and hand-made cases published in arti's

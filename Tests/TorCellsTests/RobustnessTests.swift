@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+import TestSupport
 @testable import TorCells
 
 /// Seeded random inputs: every decoder must return a value or throw CellError, never trap.
