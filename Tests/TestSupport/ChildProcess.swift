@@ -50,7 +50,19 @@ public final class ChildProcess: @unchecked Sendable {
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try Self.withDefaultSignalMask { try process.run() }
+    }
+
+    /// The test runner's threads block SIGTERM/SIGINT, and a spawned child inherits the spawning
+    /// thread's mask: tor and the seeders would then ignore a polite stop. Spawn with them unblocked.
+    static func withDefaultSignalMask<T>(_ body: () throws -> T) rethrows -> T {
+        var unblock = sigset_t(), previous = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        return try body()
     }
 
     public var isRunning: Bool { process.isRunning }
@@ -91,7 +103,7 @@ public func runTool(_ tool: String, _ arguments: [String], in directory: URL? = 
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
-    try p.run()
+    try ChildProcess.withDefaultSignalMask { try p.run() }
     let data = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
