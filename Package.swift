@@ -144,6 +144,10 @@ let package = Package(
 
         // MARK: benchmarks
         .executableTarget(name: "VerifyBench", dependencies: ["PeersmProtocol"], path: "Benchmarks/VerifyBench"),
+        .executableTarget(
+            name: "RelayCryptoBench",
+            dependencies: ["TorCrypto", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Benchmarks/RelayCryptoBench"),
 
         // MARK: tests
         // Shared by the integration tests: private-namespace checks, child processes, tor test network, seeders.
