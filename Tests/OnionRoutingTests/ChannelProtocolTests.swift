@@ -130,8 +130,11 @@ import TorCrypto
     @Test func garbageRefused() throws {
         var client = clientMachine()
         _ = client.start(now: now)
-        let actions = client.receive(ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\n\r\n"), now: now)
-        #expect(actions.closeReason != nil && actions.count == 1)
+        // An HTTP server: 'T' (84) reads as a fixed-length command, so nothing happens until 512 bytes are in.
+        let response = "HTTP/1.1 400 Bad Request\r\n" + String(repeating: "X-Filler: 0123456789\r\n", count: 30)
+        #expect(client.receive(ByteBuffer(string: String(response.prefix(500))), now: now).isEmpty)
+        let actions = client.receive(ByteBuffer(string: String(response.dropFirst(500))), now: now)
+        #expect(actions == [.close(.unexpectedCell(ChannelCommand(84), state: "awaiting VERSIONS"))])
     }
 
     @Test func truncatedCertsRefused() throws {
@@ -226,10 +229,10 @@ import TorCrypto
         _ = client.start(now: now)
         var out = ByteBuffer()
         let relay = ChannelCell(circuitID: 0x8000_0001, command: .relay, payload: ByteBuffer(repeating: 0, count: 509))
-        #expect(throws: ChannelError.notOpen) { try client.encodeCircuitCell(relay, into: &out) }
+        #expect(throws: TorChannelError.notOpen) { try client.encodeCircuitCell(relay, into: &out) }
         let pair = openPair()
         let netinfo = try linkCell(.netinfo(Netinfo(timestamp: 0, otherAddress: initiatorAddress, myAddresses: [])))
-        #expect(throws: ChannelError.notACircuitCell(.netinfo)) { try pair.initiator.encodeCircuitCell(netinfo, into: &out) }
+        #expect(throws: TorChannelError.notACircuitCell(.netinfo)) { try pair.initiator.encodeCircuitCell(netinfo, into: &out) }
         #expect(out.readableBytes == 0)
     }
 

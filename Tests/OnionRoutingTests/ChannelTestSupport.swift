@@ -56,7 +56,7 @@ func responderMachine(_ keys: RelayKeys = ChannelTestKeys.responder, link: LinkC
 
 extension ChannelAction {
     var written: ByteBuffer? { if case .write(let b) = self { return b } else { return nil } }
-    var closeReason: ChannelError? { if case .close(let e) = self { return e } else { return nil } }
+    var closeReason: TorChannelError? { if case .close(let e) = self { return e } else { return nil } }
     var openedPeer: ChannelPeer? { if case .opened(let p) = self { return p } else { return nil } }
     var circuitCell: ChannelCell? { if case .circuitCell(let c) = self { return c } else { return nil } }
 }
@@ -67,7 +67,7 @@ extension Array where Element == ChannelAction {
         for action in self { if var b = action.written { out.writeBuffer(&b) } }
         return out
     }
-    var closeReason: ChannelError? { lazy.compactMap(\.closeReason).first }
+    var closeReason: TorChannelError? { lazy.compactMap(\.closeReason).first }
     var openedPeer: ChannelPeer? { lazy.compactMap(\.openedPeer).first }
 }
 
@@ -163,7 +163,7 @@ func responderFlight(_ keys: RelayKeys = ChannelTestKeys.responder, versions: [U
 
 /// Replaces (or with nil, removes) the certificate of `type` in a CERTS cell.
 func replacingCert(in cell: ChannelCell, type: UInt8, with body: [UInt8]?) throws -> ChannelCell {
-    guard case .certs(let certs) = try cell.message() else { throw ChannelError.notOpen }
+    guard case .certs(let certs) = try cell.message() else { throw TorChannelError.notOpen }
     var entries = certs.entries.filter { $0.type.rawValue != type }
     if let body {
         if let index = certs.entries.firstIndex(where: { $0.type.rawValue == type }) {
@@ -176,6 +176,6 @@ func replacingCert(in cell: ChannelCell, type: UInt8, with body: [UInt8]?) throw
 }
 
 func certBody(in cell: ChannelCell, type: UInt8) throws -> [UInt8] {
-    guard case .certs(let certs) = try cell.message(), let body = certs[CertType(type)] else { throw ChannelError.notOpen }
+    guard case .certs(let certs) = try cell.message(), let body = certs[CertType(type)] else { throw TorChannelError.notOpen }
     return Array(body.readableBytesView)
 }

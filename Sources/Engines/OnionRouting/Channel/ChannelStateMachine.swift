@@ -30,7 +30,7 @@ public enum ChannelAction: Equatable, Sendable {
     /// A circuit-level cell (CREATE2, CREATE_FAST, CREATED*, RELAY, RELAY_EARLY, DESTROY) for the circuit layer.
     case circuitCell(ChannelCell)
     /// Close the connection and log the reason. Nothing further comes from this state machine.
-    case close(ChannelError)
+    case close(TorChannelError)
 }
 
 /// Sans-I/O state machine of one Tor channel (a TLS link), link protocol v4/v5 (tor-spec §4), in the
@@ -150,7 +150,7 @@ public struct ChannelStateMachine {
     public mutating func receive(_ bytes: ByteBuffer, now: Date) -> [ChannelAction] {
         switch state {
         case .closed: return []
-        case .idle: return close(.unexpectedCell(ChannelCommand(0), state: "waiting for the TLS handshake"))
+        case .idle: return close(.localConfiguration("bytes received before start(now:)"))
         default: break
         }
         decoder.append(bytes)
@@ -173,7 +173,7 @@ public struct ChannelStateMachine {
     }
 
     /// Frames a circuit cell (from the circuit layer) for the open channel.
-    public func encodeCircuitCell(_ cell: ChannelCell, into out: inout ByteBuffer) throws(ChannelError) {
+    public func encodeCircuitCell(_ cell: ChannelCell, into out: inout ByteBuffer) throws(TorChannelError) {
         guard case .open = state else { throw .notOpen }
         guard !Self.isLinkCommand(cell.command) else { throw .notACircuitCell(cell.command) }
         do { try encoder.encode(cell, into: &out) } catch { throw .malformedCell(cell.command, error) }
@@ -320,7 +320,7 @@ public struct ChannelStateMachine {
                 let message = ChannelMessage.authenticate(
                     Authenticate(authType: LinkAuthenticationV3.authType, body: ByteBuffer(bytes: body)))
                 if let error = send(message, into: &out) { return close(error) }
-            } catch let error as ChannelError {
+            } catch let error as TorChannelError {
                 return close(error)
             } catch {
                 return close(.localConfiguration("building AUTHENTICATE: \(error)"))
@@ -335,7 +335,7 @@ public struct ChannelStateMachine {
 
     /// Responder: AUTHENTICATE must follow a verified CERTS, use method 3 (the only one we offer), and
     /// match our own computation of every field before the signature.
-    private func verifyAuthenticate(_ authenticate: Authenticate, progress: ResponderProgress) throws(ChannelError)
+    private func verifyAuthenticate(_ authenticate: Authenticate, progress: ResponderProgress) throws(TorChannelError)
         -> VerifiedPeerIdentity
     {
         guard progress.authenticated == nil else { throw .unexpectedCell(.authenticate, state: "after AUTHENTICATE") }
@@ -356,7 +356,7 @@ public struct ChannelStateMachine {
                 initiatorRSA: initiator.rsaKey, responderRSA: keys.rsaIdentity.publicKey,
                 initiatorEd: initiator.ed25519Identity, responderEd: keys.edIdentity,
                 slog: progress.slog, clog: receivedLog.current, scert: scert, exporter: exporter)
-        } catch let error as ChannelError {
+        } catch let error as TorChannelError {
             throw error
         } catch {
             throw .missingLinkInformation("TLS exporter failed: \(error)")
@@ -406,7 +406,7 @@ public struct ChannelStateMachine {
     }
 
     /// Encodes a link cell into `out` and adds its bytes to our transcript.
-    private mutating func send(_ message: ChannelMessage, into out: inout ByteBuffer) -> ChannelError? {
+    private mutating func send(_ message: ChannelMessage, into out: inout ByteBuffer) -> TorChannelError? {
         let start = out.writerIndex
         do { try encoder.encode(circuitID: 0, message: message, into: &out) } catch {
             return .localConfiguration("encoding \(message.command): \(error)")
@@ -453,7 +453,7 @@ public struct ChannelStateMachine {
         (error as? TorCryptoError) ?? .malformedCertificate("\(error)")
     }
 
-    private mutating func close(_ error: ChannelError) -> [ChannelAction] {
+    private mutating func close(_ error: TorChannelError) -> [ChannelAction] {
         state = .closed
         return [.close(error)]
     }

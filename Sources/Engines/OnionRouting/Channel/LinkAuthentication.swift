@@ -43,7 +43,7 @@ struct LinkAuthenticationV3 {
         // The context binds the exporter value to the initiator's Ed25519 identity.
         self.tlsSecrets = try exporter(Self.exporterLabel, initiatorEd.bytes, 32)
         guard tlsSecrets.count == 32 else {
-            throw ChannelError.missingLinkInformation("exporter returned \(tlsSecrets.count) bytes, expected 32")
+            throw TorChannelError.missingLinkInformation("exporter returned \(tlsSecrets.count) bytes, expected 32")
         }
     }
 
@@ -57,7 +57,7 @@ struct LinkAuthenticationV3 {
     /// The initiator's AUTHENTICATE body: fixed part, RAND, and the type-6 key's signature over both.
     func signedBody(random: [UInt8], authKey: Ed25519SigningKey) throws -> [UInt8] {
         guard random.count == Self.randomLength else {
-            throw ChannelError.localConfiguration("RAND must be \(Self.randomLength) bytes, got \(random.count)")
+            throw TorChannelError.localConfiguration("RAND must be \(Self.randomLength) bytes, got \(random.count)")
         }
         let signed = fixedPart + random
         return signed + (try authKey.sign(signed))
@@ -66,7 +66,7 @@ struct LinkAuthenticationV3 {
     /// The responder's check: every field from TYPE through TLSSECRETS must match what it computed, and
     /// the signature (the last 64 bytes; extra bytes after RAND are ignored but signed) must verify under
     /// the initiator's certified AUTHENTICATE key, as C tor does.
-    func verify(body: ByteBuffer, authKey: Ed25519Identity) throws(ChannelError) {
+    func verify(body: ByteBuffer, authKey: Ed25519Identity) throws(TorChannelError) {
         let bytes = Array(body.readableBytesView)
         guard bytes.count >= Self.minimumBodyLength else {
             throw .authenticationFailed("body is \(bytes.count) bytes, expected at least \(Self.minimumBodyLength)")

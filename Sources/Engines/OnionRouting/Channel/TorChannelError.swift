@@ -3,7 +3,7 @@ import TorCrypto
 
 /// Why a channel was closed (or an owner call refused). Every peer-caused failure ends the link: after
 /// a bad cell the byte stream and the handshake transcript can no longer be trusted.
-public enum ChannelError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum TorChannelError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The byte stream could not be split into cells (e.g. an oversized variable-length cell).
     case framing(CellError)
     /// A cell's payload did not parse.
