@@ -132,8 +132,9 @@ import TorCrypto
         _ = client.start(now: now)
         // An HTTP server: 'T' (84) reads as a fixed-length command, so nothing happens until 512 bytes are in.
         let response = "HTTP/1.1 400 Bad Request\r\n" + String(repeating: "X-Filler: 0123456789\r\n", count: 30)
-        #expect(client.receive(ByteBuffer(string: String(response.prefix(500))), now: now).isEmpty)
-        let actions = client.receive(ByteBuffer(string: String(response.dropFirst(500))), now: now)
+        let bytes = Array(response.utf8)
+        #expect(client.receive(ByteBuffer(bytes: bytes.prefix(500)), now: now).isEmpty)
+        let actions = client.receive(ByteBuffer(bytes: bytes.dropFirst(500)), now: now)
         #expect(actions == [.close(.unexpectedCell(ChannelCommand(84), state: "awaiting VERSIONS"))])
     }
 

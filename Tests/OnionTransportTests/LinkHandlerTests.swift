@@ -121,17 +121,18 @@ func certificatePEM(_ der: [UInt8]) -> String {
 /// Our relay's ORPort on 127.0.0.1: TLS with the relay's link certificate, then the responder handshake.
 final class LinkTestServer: @unchecked Sendable {
     let channel: Channel
-    private let lock = NSLock()
-    private var recorders: [LinkRecorder] = []
+    private let recorders: RecorderSlots
     var port: Int { channel.localAddress!.port! }
 
     init(keys: RelayKeys) async throws {
         let tls = try TLSContext.server(privateKeyPEM: String(decoding: try keys.linkKey.pem(), as: UTF8.self),
                                         certificatePEM: certificatePEM(keys.linkCert.der))
         let config = ChannelConfiguration(endpoint: .responder(keys))
+        let recorders = RecorderSlots()
+        self.recorders = recorders
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { [unowned self] child in
+            .childChannelInitializer { child in
                 child.eventLoop.makeCompletedFuture {
                     let recorder = LinkRecorder(eventLoop: child.eventLoop)
                     try child.pipeline.syncOperations.addHandlers([
@@ -139,7 +140,7 @@ final class LinkTestServer: @unchecked Sendable {
                         LinkHandler(configuration: config, localAddresses: [.ipv4(IPv4Address(127, 0, 0, 1))]),
                         recorder,
                     ])
-                    self.lock.withLock { self.recorders.append(recorder) }
+                    recorders.add(recorder)
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -148,13 +149,21 @@ final class LinkTestServer: @unchecked Sendable {
     func recorder(_ index: Int, seconds: Int64 = 10) async throws -> LinkRecorder {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while ContinuousClock.now < deadline {
-            if let r = lock.withLock({ index < recorders.count ? recorders[index] : nil }) { return r }
+            if let r = recorders.get(index) { return r }
             try await Task.sleep(for: .milliseconds(10))
         }
         throw TestTimeout(what: "accepted connection \(index)")
     }
 
     func close() async { try? await channel.close() }
+}
+
+/// Recorders of accepted connections, in order.
+final class RecorderSlots: @unchecked Sendable {
+    private let lock = NSLock()
+    private var recorders: [LinkRecorder] = []
+    func add(_ r: LinkRecorder) { lock.withLock { recorders.append(r) } }
+    func get(_ index: Int) -> LinkRecorder? { lock.withLock { index < recorders.count ? recorders[index] : nil } }
 }
 
 struct LinkTestClient {
