@@ -253,6 +253,28 @@ import TorCrypto
         #expect(actions.openedPeer?.identity?.rsaIdentity == initiatorKeys.fingerprint)
     }
 
+    /// TLSSECRETS uses CID (SHA-256 of the initiator's RSA identity key) as the exporter context, as C tor
+    /// and arti do (tor-spec's text says the Ed25519 identity; C tor refuses that).
+    @Test func exporterContextIsTheInitiatorRSAIdentityDigest() throws {
+        final class Calls: @unchecked Sendable { var contexts: [[UInt8]] = [] }
+        let calls = Calls()
+        let inner = testExporter(secret: [1, 2, 3])
+        let recording: LinkKeyingMaterialExporter = { label, context, length in
+            #expect(label == "EXPORTER FOR TOR TLS CLIENT BINDING AUTH0003" && length == 32)
+            calls.contexts.append(context)
+            return try inner(label, context, length)
+        }
+        var link = initiatorLink()
+        link.exporter = recording
+        var responderSide = responderLink()
+        responderSide.exporter = recording
+        var pair = ChannelPair(initiator: relayInitiatorMachine(link: link), responder: responderMachine(link: responderSide))
+        pair.run()
+        #expect(pair.responderActions.openedPeer?.isAuthenticatedRelay == true)
+        let cid = TorDigest.sha256(initiatorKeys.rsaIdentity.publicKey.der)
+        #expect(calls.contexts == [cid, cid])
+    }
+
     @Test func authenticateFromAnotherTLSSessionRefused() throws {
         // Different exporter values: the AUTHENTICATE was made for another TLS session (a relay attack).
         let actions = try responderOutcome(initiatorSecret: [9, 9, 9])

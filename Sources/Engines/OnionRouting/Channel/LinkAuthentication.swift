@@ -40,8 +40,11 @@ struct LinkAuthenticationV3 {
         self.slog = slog
         self.clog = clog
         self.scert = scert
-        // The context binds the exporter value to the initiator's Ed25519 identity.
-        self.tlsSecrets = try exporter(Self.exporterLabel, initiatorEd.bytes, 32)
+        // The exporter context is CID, the SHA-256 of the initiator's RSA identity key: that is what C tor
+        // (relay_handshake.c, `auth->cid`) and arti use. tor-spec §4.4.2 says "the initiator's Ed25519
+        // identity", but a relay following that text is refused by every C tor relay ("Some field in
+        // the AUTHENTICATE cell body was not as expected"); our interop test against tor 0.4.9 shows it.
+        self.tlsSecrets = try exporter(Self.exporterLabel, cid, 32)
         guard tlsSecrets.count == 32 else {
             throw TorChannelError.missingLinkInformation("exporter returned \(tlsSecrets.count) bytes, expected 32")
         }
