@@ -61,13 +61,18 @@ public struct RelayCell: Hashable, Sendable {
         let zeros = min(4, remaining)
         out.writeRepeatingByte(0, count: zeros)
         remaining -= zeros
-        while remaining >= 8 {
-            out.writeInteger(rng.next() as UInt64, endianness: .little)
-            remaining -= 8
-        }
         if remaining > 0 {
-            var last: UInt64 = rng.next()
-            for _ in 0..<remaining { out.writeInteger(UInt8(truncatingIfNeeded: last)); last >>= 8 }
+            // One pass over the raw tail: each 64-bit draw supplies 8 bytes, little-endian.
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: remaining) { tail in
+                var offset = 0
+                while offset < remaining {
+                    var word = rng.next().littleEndian
+                    let count = min(8, remaining - offset)
+                    withUnsafeBytes(of: &word) { tail.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: count) }
+                    offset += count
+                }
+                return remaining
+            }
         }
         return RelayCellBody(unchecked: out)
     }
