@@ -103,4 +103,14 @@ cell.withUnsafeBytes { buf in
         sink &+= sc.finalize().withUnsafeBytes { $0[0] }  // finalize works on a copy
     }
 }
+// Circuit handshakes (per handshake, not per cell): ntor server side (2 X25519 + HMACs + HKDF) and client.
+let relayNtor = NtorSecretKey.generate(identity: try RSAIdentity(bytes: secureRandomBytes(20)))
+let skins = (0..<200).map { _ in Ntor.clientStart(relay: relayNtor.publicKey) }
+try measure("ntor_server_handshake", cells: skins.count) { i in
+    _ = try Ntor.serverRespond(onionskin: skins[i].onionskin, keys: [relayNtor])
+}
+let replies = try skins.map { try Ntor.serverRespond(onionskin: $0.onionskin, keys: [relayNtor]).reply }
+try measure("ntor_client_finish", cells: skins.count) { i in _ = try Ntor.clientFinish(state: skins[i].state, reply: replies[i]) }
+try measure("create_fast_server", cells: 1000) { _ in _ = try CreateFast.serverRespond(x: seed) }
+
 if sink == 0x5A { print("") }  // keep the optimizer honest

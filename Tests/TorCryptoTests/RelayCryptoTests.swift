@@ -141,7 +141,10 @@ import Testing
         #expect(try ClientCircuitCrypto().decryptInbound(&junk) == nil)
         var short = [UInt8](repeating: 0, count: 100)
         #expect(throws: TorCryptoError.self) { try relay.decryptForward(&short) }
-        #expect(throws: TorCryptoError.self) { try client.encryptOutbound(&junk, toHop: 5) }
+        #expect(throws: TorCryptoError.noSuchHop(5)) { try client.encryptOutbound(&junk, toHop: 5) }
+        // Random bytes: right length, not constant.
+        #expect(secureRandomBytes(37).count == 37 && secureRandomBytes(0).isEmpty)
+        #expect(Set((0..<4).map { _ in secureRandomBytes(16) }).count == 4)
     }
 }
 

@@ -117,3 +117,37 @@ import Testing
         #expect(throws: TorCryptoError.self) { try PeerCertificates.verifyInitiator(entries.filter { $0.type != 6 }, at: now) }
     }
 }
+
+@Suite struct LinkAuth3Tests {
+    @Test func buildAndVerify() throws {
+        let now = Date()
+        let initiator = try RelayKeys.generate(now: now), responder = try RelayKeys.generate(now: now)
+        let t = LinkAuth3.Transcript(
+            initiatorRSA: initiator.rsaIdentity.publicKey, responderRSA: responder.rsaIdentity.publicKey,
+            initiatorEd: initiator.edIdentity, responderEd: responder.edIdentity,
+            responderLog: TorDigest.sha256([1]), initiatorLog: TorDigest.sha256([2]),
+            responderTLSCertSHA256: responder.linkCert.sha256, tlsSecrets: secureRandomBytes(32))
+        let rand = [UInt8](repeating: 0x42, count: 24)
+        let body = try LinkAuth3.makeBody(t, authKey: initiator.authKey, random: rand)
+        #expect(body.count == LinkAuth3.bodyLength)
+        // Layout: TYPE | CID | SID | CID_ED | SID_ED | SLOG | CLOG | SCERT | TLSSECRETS | RAND | SIG.
+        #expect(Array(body[0..<8]) == Array("AUTH0003".utf8))
+        #expect(Array(body[8..<40]) == LinkAuth3.exporterContext(initiatorRSA: initiator.rsaIdentity.publicKey))
+        #expect(Array(body[72..<104]) == initiator.edIdentity.bytes && Array(body[264..<288]) == rand)
+
+        // The responder learns the auth key from the initiator's CERTS cell.
+        let peer = try PeerCertificates.verifyInitiator(initiator.certsCellEntries, at: now)
+        try LinkAuth3.verifyBody(body, expected: t, authKey: #require(peer.authKey))
+
+        var otherSecrets = t
+        otherSecrets.tlsSecrets = secureRandomBytes(32)
+        #expect(throws: TorCryptoError.self) { try LinkAuth3.verifyBody(body, expected: otherSecrets, authKey: peer.authKey!) }
+        var badSig = body
+        badSig[300] ^= 1
+        #expect(throws: TorCryptoError.badSignature) { try LinkAuth3.verifyBody(badSig, expected: t, authKey: peer.authKey!) }
+        #expect(throws: TorCryptoError.self) { try LinkAuth3.verifyBody(Array(body.prefix(100)), expected: t, authKey: peer.authKey!) }
+        #expect(throws: TorCryptoError.badSignature) {
+            try LinkAuth3.verifyBody(body, expected: t, authKey: responder.authKey.publicKey)
+        }
+    }
+}

@@ -2,6 +2,8 @@
 public enum TorCryptoError: Error, Equatable, Sendable {
     /// A byte string had the wrong length for what it encodes.
     case badLength(what: String, expected: Int, actual: Int)
+    /// A circuit operation named a hop the circuit does not have.
+    case noSuchHop(Int)
     /// A KDF was asked for more output than it can produce.
     case kdfOutputTooLong(requested: Int, maximum: Int)
     /// A Diffie-Hellman result was all zero (peer sent a low-order point).

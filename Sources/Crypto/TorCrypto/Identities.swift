@@ -4,7 +4,17 @@ import Foundation
 /// Cryptographically secure random bytes (SystemRandomNumberGenerator is getrandom(2) on Linux).
 public func secureRandomBytes(_ count: Int) -> [UInt8] {
     var rng = SystemRandomNumberGenerator()
-    return (0..<max(0, count)).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+    var out = [UInt8](repeating: 0, count: max(0, count))
+    out.withUnsafeMutableBytes { buf in
+        var i = 0
+        while i < buf.count {
+            var word = rng.next()
+            let n = min(8, buf.count - i)
+            withUnsafeBytes(of: &word) { buf.baseAddress!.advanced(by: i).copyMemory(from: $0.baseAddress!, byteCount: n) }
+            i += n
+        }
+    }
+    return out
 }
 
 /// A relay's legacy identity: SHA-1 of its RSA-1024 identity key in PKCS#1 DER (the "fingerprint").

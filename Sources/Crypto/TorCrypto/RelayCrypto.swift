@@ -165,7 +165,7 @@ public final class ClientCircuitCrypto {
     /// Originates a cell to `hop`: sets its digest under that hop's Df, then onion-encrypts Kf_hop … Kf_0.
     public func encryptOutbound(_ payload: UnsafeMutableRawBufferPointer, toHop hop: Int) throws {
         let p = try cellPointer(payload)
-        guard hop >= 0, hop < hops.count else { throw TorCryptoError.badLength(what: "hop index", expected: hops.count, actual: hop) }
+        guard hop >= 0, hop < hops.count else { throw TorCryptoError.noSuchHop(hop) }
         hops[hop].forward.setDigest(p)
         for i in stride(from: hop, through: 0, by: -1) {
             hops[i].forward.cipher.apply(UnsafeMutableRawBufferPointer(start: p, count: RelayPayload.length))
