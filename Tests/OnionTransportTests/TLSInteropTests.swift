@@ -91,6 +91,31 @@ import Testing
     }
 }
 
+extension TLSInteropTests {
+    /// `s_client -reconnect` reconnects five times offering the session; a default s_server
+    /// resumes it under TLS 1.2 ("Reused"), ours must not (no session cache, no tickets).
+    @Test func openSSLClientCannotResume() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let ping = "ping\n"
+        let server = try await TLSTestServer(group: group, context: try TestCertificate.shared().serverContext()) { loop in
+            let peer = TLSTestPeer(eventLoop: loop, expected: ping.utf8.count)
+            peer.reply = ByteBuffer(string: "pong\n")
+            peer.closeAfterReply = true
+            return peer
+        }
+        let dir = try TemporaryDirectory("tls-reconnect")
+        let result = try await runProcess(
+            "openssl", ["s_client", "-connect", "127.0.0.1:\(server.port)", "-reconnect", "-ign_eof", "-tls1_2"],
+            stdin: ping, in: dir.url, timeout: .seconds(30))
+        #expect(result.status == 0, "s_client failed: \(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.filter { $0.hasPrefix("New, TLSv1.2") }.count == 6)
+        #expect(!lines.contains { $0.hasPrefix("Reused,") })
+        #expect(result.stdout.contains("pong"))
+        await server.close()
+    }
+}
+
 struct ProcessResult {
     let status: Int32
     let stdout: String
