@@ -311,12 +311,12 @@ public struct ChannelStateMachine {
                 guard let exporter = link.exporter, let scert = link.peerCertificateSHA256 else {
                     return close(.missingLinkInformation("exporter or responder certificate"))
                 }
-                let auth = try LinkAuthenticationV3(
+                let transcript = try LinkAuthenticationV3.transcript(
                     initiatorRSA: keys.rsaIdentity.publicKey, responderRSA: responder.rsaKey,
                     initiatorEd: keys.edIdentity, responderEd: responder.ed25519Identity,
                     slog: slog, clog: sentLog.current, scert: scert, exporter: exporter)
-                let body = try auth.signedBody(
-                    random: configuration.randomBytes(LinkAuthenticationV3.randomLength), authKey: keys.authKey)
+                let body = try LinkAuth3.makeBody(
+                    transcript, authKey: keys.authKey, random: configuration.randomBytes(LinkAuthenticationV3.randomLength))
                 let message = ChannelMessage.authenticate(
                     Authenticate(authType: LinkAuthenticationV3.authType, body: ByteBuffer(bytes: body)))
                 if let error = send(message, into: &out) { return close(error) }
@@ -349,19 +349,12 @@ public struct ChannelStateMachine {
         guard let exporter = link.exporter, let scert = link.localCertificateSHA256 else {
             throw .missingLinkInformation("a TLS keying-material exporter, needed to check AUTHENTICATE")
         }
-        let expected: LinkAuthenticationV3
-        do {
-            // CLOG: the initiator's bytes before this AUTHENTICATE (recordReceived skips AUTHENTICATE).
-            expected = try LinkAuthenticationV3(
-                initiatorRSA: initiator.rsaKey, responderRSA: keys.rsaIdentity.publicKey,
-                initiatorEd: initiator.ed25519Identity, responderEd: keys.edIdentity,
-                slog: progress.slog, clog: receivedLog.current, scert: scert, exporter: exporter)
-        } catch let error as TorChannelError {
-            throw error
-        } catch {
-            throw .missingLinkInformation("TLS exporter failed: \(error)")
-        }
-        try expected.verify(body: authenticate.body, authKey: authKey)
+        // CLOG: the initiator's bytes before this AUTHENTICATE (recordReceived skips AUTHENTICATE).
+        let expected = try LinkAuthenticationV3.transcript(
+            initiatorRSA: initiator.rsaKey, responderRSA: keys.rsaIdentity.publicKey,
+            initiatorEd: initiator.ed25519Identity, responderEd: keys.edIdentity,
+            slog: progress.slog, clog: receivedLog.current, scert: scert, exporter: exporter)
+        try LinkAuthenticationV3.verify(body: authenticate.body, expected: expected, authKey: authKey)
         return initiator
     }
 
