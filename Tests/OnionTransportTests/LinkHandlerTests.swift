@@ -55,6 +55,23 @@ import TorCrypto
         await server.close()
     }
 
+    /// A TLS server that never speaks the Tor protocol must not hold our link open forever.
+    @Test func silentResponderHitsTheLinkHandshakeTimeout() async throws {
+        let keys = try Self.relay.get()
+        let tls = try TLSContext.server(privateKeyPEM: String(decoding: try keys.linkKey.pem(), as: UTF8.self),
+                                        certificatePEM: certificatePEM(keys.linkCert.der))
+        let server = try await TLSTestServer(group: MultiThreadedEventLoopGroup.singleton, context: tls) { loop in
+            TLSTestPeer(eventLoop: loop, expected: Int.max)
+        }
+        let client = try await LinkTestClient.connect(port: server.port, endpoint: .client(expecting: .any),
+                                                      handshakeTimeout: .milliseconds(300))
+        await #expect(throws: LinkHandler.HandshakeTimeout.self) {
+            _ = try await client.opened.futureResult.get(within: 10, "the link handshake timeout")
+        }
+        try await client.channel.closeFuture.get(within: 10, "client channel to close")
+        await server.close()
+    }
+
     @Test func wrongIdentityClosesTheLink() async throws {
         let keys = try Self.relay.get(), other = try Self.otherRelay.get()
         let server = try await LinkTestServer(keys: keys)
@@ -171,7 +188,8 @@ struct LinkTestClient {
     let opened: EventLoopPromise<ChannelPeer>
     let recorder: LinkRecorder
 
-    static func connect(port: Int, endpoint: ChannelEndpoint) async throws -> LinkTestClient {
+    static func connect(port: Int, endpoint: ChannelEndpoint,
+                        handshakeTimeout: TimeAmount = .seconds(30)) async throws -> LinkTestClient {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let opened = loop.makePromise(of: ChannelPeer.self)
         let recorder = LinkRecorder(eventLoop: loop)
@@ -182,7 +200,7 @@ struct LinkTestClient {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         try TLSLinkHandler(context: tls),
-                        LinkHandler(configuration: config, openPromise: opened),
+                        LinkHandler(configuration: config, openPromise: opened, handshakeTimeout: handshakeTimeout),
                         recorder,
                     ])
                 }

@@ -70,19 +70,19 @@ public struct LinkContext {
 }
 
 /// Everything the channel state machine needs besides the TLS facts.
-public struct ChannelConfiguration {
+public struct ChannelConfiguration: Sendable {
     public var endpoint: ChannelEndpoint
     /// Link protocol versions we offer. Only 4 and 5 are supported (4-byte circuit IDs); anything else
     /// is dropped at init, so the negotiated version is always ≥ 4.
     public private(set) var linkVersions: [UInt16]
     /// Random bytes for AUTH_CHALLENGE and AUTHENTICATE's RAND. Production uses the system CSPRNG;
     /// tests may inject a deterministic source.
-    public var randomBytes: (Int) -> [UInt8]
+    public var randomBytes: @Sendable (Int) -> [UInt8]
 
     public static let supportedLinkVersions: [UInt16] = [4, 5]
 
     public init(endpoint: ChannelEndpoint, linkVersions: [UInt16] = ChannelConfiguration.supportedLinkVersions,
-                randomBytes: @escaping (Int) -> [UInt8] = secureRandomBytes) {
+                randomBytes: @escaping @Sendable (Int) -> [UInt8] = { secureRandomBytes($0) }) {
         self.endpoint = endpoint
         let usable = Array(Set(linkVersions.filter { Self.supportedLinkVersions.contains($0) })).sorted()
         self.linkVersions = usable.isEmpty ? Self.supportedLinkVersions : usable
