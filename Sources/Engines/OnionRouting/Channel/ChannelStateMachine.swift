@@ -281,9 +281,7 @@ public struct ChannelStateMachine {
         case .client(let e), .relayInitiator(_, let e): expected = e
         case .responder: return close(.unexpectedCell(.certs, state: stateDescription))
         }
-        let rsaOK = expected.rsaIdentity.map { $0 == identity.rsaIdentity } ?? true
-        let edOK = expected.ed25519Identity.map { $0 == identity.ed25519Identity } ?? true
-        guard rsaOK, edOK else {
+        guard expected.isSatisfied(by: identity) else {
             return close(.wrongIdentity(
                 expected: expected,
                 actual: ExpectedPeerIdentity(rsaIdentity: identity.rsaIdentity, ed25519Identity: identity.ed25519Identity)))
