@@ -108,8 +108,12 @@ final class LinkRecorder: ChannelInboundHandler, @unchecked Sendable {
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// Called with every circuit cell, on the event loop.
+    var onCell: (@Sendable (ChannelCell) -> Void)?
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let cell = unwrapInboundIn(data)
+        onCell?(cell)
         if !sawCell { sawCell = true; firstCell.succeed(cell) }
     }
 
@@ -188,11 +192,12 @@ struct LinkTestClient {
     let opened: EventLoopPromise<ChannelPeer>
     let recorder: LinkRecorder
 
-    static func connect(port: Int, endpoint: ChannelEndpoint,
-                        handshakeTimeout: TimeAmount = .seconds(30)) async throws -> LinkTestClient {
+    static func connect(port: Int, endpoint: ChannelEndpoint, handshakeTimeout: TimeAmount = .seconds(30),
+                        onCell: (@Sendable (ChannelCell) -> Void)? = nil) async throws -> LinkTestClient {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let opened = loop.makePromise(of: ChannelPeer.self)
         let recorder = LinkRecorder(eventLoop: loop)
+        recorder.onCell = onCell
         let tls = try TLSContext.client()
         let config = ChannelConfiguration(endpoint: endpoint)
         let channel = try await ClientBootstrap(group: loop)

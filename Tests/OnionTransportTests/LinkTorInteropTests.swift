@@ -135,6 +135,72 @@ import TorCrypto
     }
 }
 
+extension LinkTorInteropTests {
+    /// A real circuit over our link: a one-hop ntor circuit (CREATE2) to a C tor relay, then a BEGIN.
+    /// C tor answers through the circuit's relay crypto, and how it answers shows what it made of our
+    /// channel: a client may not open a stream at the first hop (END TORPROTOCOL, "Attempt by ... to open
+    /// a stream on first hop of circuit"); an authenticated relay is known by its identities and refused
+    /// because it is not in the consensus (END MISC, "... RSA_ID=<ours> to open a stream from unknown relay").
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [false, true])
+    func ntorCircuitAndBeginThroughOurLink(asRelay: Bool) async throws {
+        let dir = try TemporaryDirectory("link-tor-circuit")
+        let (tor, port, identity) = try await Self.startTorRelay(in: dir)
+        defer { tor.stop() }
+        // C tor's ntor key file: a 32-byte tag, the secret key, then the public key.
+        let ntorFile = Array(try Data(contentsOf: dir.url.appendingPathComponent("data/keys/secret_onion_key_ntor")))
+        try #require(ntorFile.count == 96)
+        let rsa = try #require(identity.rsaIdentity)
+        let hop = CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(port),
+                             ntorKey: try NtorPublicKey(identity: rsa, onionKey: Array(ntorFile[64..<96])),
+                             ed25519Identity: identity.ed25519Identity)
+
+        let (cells, continuation) = AsyncStream.makeStream(of: ChannelCell.self)
+        let endpoint: ChannelEndpoint = asRelay
+            ? .relayInitiator(try LinkHandlerTests.otherRelay.get(), expecting: identity) : .client(expecting: identity)
+        let client = try await LinkTestClient.connect(port: port, endpoint: endpoint, onCell: { continuation.yield($0) })
+        _ = try await client.opened.futureResult.get(within: 30, "link open with C tor")
+
+        var mux = ClientCircuitMultiplexer()
+        let (circuitID, start) = try mux.buildCircuit(path: [hop], firstHop: .ntor)
+        var events: [ClientCircuitEvent] = []
+        func perform(_ actions: [ClientCircuitAction]) async throws {
+            for action in actions {
+                switch action {
+                case .send(let cell): try await client.channel.writeAndFlush(cell)
+                case .event(let event): events.append(event)
+                }
+            }
+        }
+        var iterator = cells.makeAsyncIterator()
+        func pump(until done: () -> Bool) async throws {
+            while !done() {
+                guard let cell = await iterator.next() else { throw TestTimeout(what: "C tor's answer; events: \(events)") }
+                if case .circuit(_, let actions) = mux.receive(cell) { try await perform(actions) }
+            }
+        }
+        // A watchdog ends the cell stream so a silent relay fails the test instead of hanging it.
+        let watchdog = Task { try await Task.sleep(for: .seconds(20)); continuation.finish() }
+        defer { watchdog.cancel() }
+
+        try await perform(start)
+        try await pump { events.contains(.opened) }
+        let (stream, begin) = try #require(try mux.withCircuit(circuitID) { try $0.openStream(host: "127.0.0.1", port: 80) })
+        try await perform(begin)
+        try await pump { events.contains { if case .streamEnded(stream, _) = $0 { true } else { false } } }
+        let ended = events.compactMap { event -> End? in
+            if case .streamEnded(stream, let end) = event { return end } else { return nil }
+        }
+        #expect(ended.first?.reason == (asRelay ? .misc : .torProtocol), "events: \(events)")
+        #expect(!events.contains { if case .closed = $0 { true } else { false } })
+        let refusal = asRelay
+            ? "RSA_ID=\(try LinkHandlerTests.otherRelay.get().fingerprint.hex) to open a stream from unknown relay"
+            : "to open a stream on first hop of circuit"
+        #expect(Self.infoLog(dir).contains(refusal), "tor's log lacks \"\(refusal)\"")
+        continuation.finish()
+        try await client.channel.close()
+    }
+}
+
 func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
