@@ -115,6 +115,7 @@ final class LinkRecorder: ChannelInboundHandler, @unchecked Sendable {
         let cell = unwrapInboundIn(data)
         onCell?(cell)
         if !sawCell { sawCell = true; firstCell.succeed(cell) }
+        context.fireChannelRead(data)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) { finish(error) }
@@ -145,7 +146,8 @@ final class LinkTestServer: @unchecked Sendable {
     private let recorders: RecorderSlots
     var port: Int { channel.localAddress!.port! }
 
-    init(keys: RelayKeys) async throws {
+    /// - Parameter relay: also run an `OnionRelay` on each accepted link, so circuits can end here.
+    init(keys: RelayKeys, relay: Bool = false) async throws {
         let tls = try TLSContext.server(privateKeyPEM: String(decoding: try keys.linkKey.pem(), as: UTF8.self),
                                         certificatePEM: certificatePEM(keys.linkCert.der))
         let config = ChannelConfiguration(endpoint: .responder(keys))
@@ -161,6 +163,7 @@ final class LinkTestServer: @unchecked Sendable {
                         LinkHandler(configuration: config, localAddresses: [.ipv4(IPv4Address(127, 0, 0, 1))]),
                         recorder,
                     ])
+                    if relay { try child.pipeline.syncOperations.addHandler(RelayDriver(keys: keys)) }
                     recorders.add(recorder)
                 }
             }
@@ -212,5 +215,34 @@ struct LinkTestClient {
             }
             .connect(host: "127.0.0.1", port: port).get()
         return LinkTestClient(channel: channel, opened: opened, recorder: recorder)
+    }
+}
+
+/// Runs an `OnionRelay` over one link: the open event registers the channel (with the peer's proven
+/// identity, or none for a client), circuit cells go in, cells the relay sends go out on the same link.
+/// Enough for circuits that end here (CREATE2 answered with CREATED2); no extending or exiting.
+final class RelayDriver: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ChannelCell
+    typealias OutboundOut = ChannelCell
+
+    private var relay: OnionRelay
+    private let id = ChannelID(1)
+
+    init(keys: RelayKeys) {
+        relay = OnionRelay(configuration: OnionRelayConfiguration(identity: keys.fingerprint, ntorKeys: [keys.ntorKey]))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let opened = event as? LinkOpened {
+            relay.channelOpened(id, role: .responder, peerIdentity: opened.peer.identity?.rsaIdentity)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        for action in relay.receive(unwrapInboundIn(data), on: id) {
+            if case .send(let cell, _) = action { context.write(wrapOutboundOut(cell), promise: nil) }
+        }
+        context.flush()
     }
 }

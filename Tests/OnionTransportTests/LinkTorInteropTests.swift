@@ -201,6 +201,66 @@ extension LinkTorInteropTests {
     }
 }
 
+extension LinkTorInteropTests {
+    /// C tor as the middle: our client builds a two-hop ntor circuit through a C tor relay to our relay.
+    /// The C tor relay opens a channel to our responder as an authenticating relay (CERTS 2/7/4/6 and
+    /// AUTHENTICATE, verified here), sends CREATE2, and our `OnionRelay` answers; the circuit opens.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torRelayExtendsToOurResponder() async throws {
+        let ours = try LinkHandlerTests.relay.get()
+        let server = try await LinkTestServer(keys: ours, relay: true)
+        defer { Task { await server.close() } }
+        let dir = try TemporaryDirectory("link-tor-extend")
+        let (tor, port, identity) = try await Self.startTorRelay(in: dir)
+        defer { tor.stop() }
+        let ntorFile = Array(try Data(contentsOf: dir.url.appendingPathComponent("data/keys/secret_onion_key_ntor")))
+        try #require(ntorFile.count == 96)
+        let torRSA = try #require(identity.rsaIdentity)
+        let path = [
+            CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(port),
+                       ntorKey: try NtorPublicKey(identity: torRSA, onionKey: Array(ntorFile[64..<96])),
+                       ed25519Identity: identity.ed25519Identity),
+            CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(server.port),
+                       ntorKey: ours.ntorKey.publicKey, ed25519Identity: ours.edIdentity),
+        ]
+
+        let (cells, continuation) = AsyncStream.makeStream(of: ChannelCell.self)
+        let client = try await LinkTestClient.connect(port: port, endpoint: .client(expecting: identity),
+                                                      onCell: { continuation.yield($0) })
+        _ = try await client.opened.futureResult.get(within: 30, "link open with C tor")
+        let watchdog = Task { try await Task.sleep(for: .seconds(30)); continuation.finish() }
+        defer { watchdog.cancel() }
+
+        var mux = ClientCircuitMultiplexer()
+        let (_, start) = try mux.buildCircuit(path: path, firstHop: .ntor)
+        var events: [ClientCircuitEvent] = []
+        func perform(_ actions: [ClientCircuitAction]) async throws {
+            for action in actions {
+                switch action {
+                case .send(let cell): try await client.channel.writeAndFlush(cell)
+                case .event(let event): events.append(event)
+                }
+            }
+        }
+        try await perform(start)
+        var iterator = cells.makeAsyncIterator()
+        while !events.contains(.opened) {
+            guard let cell = await iterator.next() else {
+                let lines = Self.infoLog(dir).split(separator: "\n").filter { $0.contains("xtend") || $0.contains("channel") }
+                Issue.record("no open circuit; events: \(events)\n\(lines.suffix(25).joined(separator: "\n"))")
+                return
+            }
+            if case .circuit(_, let actions) = mux.receive(cell) { try await perform(actions) }
+        }
+        let atOurRelay = try await server.recorder(0).opened.futureResult.get(within: 5, "C tor's link to our relay")
+        #expect(atOurRelay.isAuthenticatedRelay)
+        #expect(atOurRelay.identity?.rsaIdentity == torRSA)
+        #expect(atOurRelay.identity?.ed25519Identity == identity.ed25519Identity)
+        continuation.finish()
+        try await client.channel.close()
+    }
+}
+
 func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
