@@ -55,6 +55,16 @@ import TorCrypto
         return (tor, port, ExpectedPeerIdentity(rsaIdentity: rsa, ed25519Identity: try Ed25519Identity(bytes: Array(edBytes))))
     }
 
+    /// The relay as a circuit hop, with the ntor onion key from its key file (a 32-byte tag, the secret
+    /// key, then the public key).
+    static func circuitHop(dir: TemporaryDirectory, port: Int, identity: ExpectedPeerIdentity) throws -> CircuitHop {
+        let file = Array(try Data(contentsOf: dir.url.appendingPathComponent("data/keys/secret_onion_key_ntor")))
+        try #require(file.count == 96)
+        return CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(port),
+                          ntorKey: try NtorPublicKey(identity: try #require(identity.rsaIdentity), onionKey: Array(file[64..<96])),
+                          ed25519Identity: identity.ed25519Identity)
+    }
+
     static func infoLog(_ dir: TemporaryDirectory) -> String {
         (try? String(contentsOf: dir.url.appendingPathComponent("info.log"), encoding: .utf8)) ?? ""
     }
@@ -146,47 +156,16 @@ extension LinkTorInteropTests {
         let dir = try TemporaryDirectory("link-tor-circuit")
         let (tor, port, identity) = try await Self.startTorRelay(in: dir)
         defer { tor.stop() }
-        // C tor's ntor key file: a 32-byte tag, the secret key, then the public key.
-        let ntorFile = Array(try Data(contentsOf: dir.url.appendingPathComponent("data/keys/secret_onion_key_ntor")))
-        try #require(ntorFile.count == 96)
-        let rsa = try #require(identity.rsaIdentity)
-        let hop = CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(port),
-                             ntorKey: try NtorPublicKey(identity: rsa, onionKey: Array(ntorFile[64..<96])),
-                             ed25519Identity: identity.ed25519Identity)
+        let hop = try Self.circuitHop(dir: dir, port: port, identity: identity)
 
-        let (cells, continuation) = AsyncStream.makeStream(of: ChannelCell.self)
         let endpoint: ChannelEndpoint = asRelay
             ? .relayInitiator(try LinkHandlerTests.otherRelay.get(), expecting: identity) : .client(expecting: identity)
-        let client = try await LinkTestClient.connect(port: port, endpoint: endpoint, onCell: { continuation.yield($0) })
-        _ = try await client.opened.futureResult.get(within: 30, "link open with C tor")
-
-        var mux = ClientCircuitMultiplexer()
-        let (circuitID, start) = try mux.buildCircuit(path: [hop], firstHop: .ntor)
-        var events: [ClientCircuitEvent] = []
-        func perform(_ actions: [ClientCircuitAction]) async throws {
-            for action in actions {
-                switch action {
-                case .send(let cell): try await client.channel.writeAndFlush(cell)
-                case .event(let event): events.append(event)
-                }
-            }
-        }
-        var iterator = cells.makeAsyncIterator()
-        func pump(until done: () -> Bool) async throws {
-            while !done() {
-                guard let cell = await iterator.next() else { throw TestTimeout(what: "C tor's answer; events: \(events)") }
-                if case .circuit(_, let actions) = mux.receive(cell) { try await perform(actions) }
-            }
-        }
-        // A watchdog ends the cell stream so a silent relay fails the test instead of hanging it.
-        let watchdog = Task { try await Task.sleep(for: .seconds(20)); continuation.finish() }
-        defer { watchdog.cancel() }
-
-        try await perform(start)
-        try await pump { events.contains(.opened) }
-        let (stream, begin) = try #require(try mux.withCircuit(circuitID) { try $0.openStream(host: "127.0.0.1", port: 80) })
-        try await perform(begin)
-        try await pump { events.contains { if case .streamEnded(stream, _) = $0 { true } else { false } } }
+        let driver = try await CircuitDriver(port: port, endpoint: endpoint)
+        let circuitID = try await driver.build(path: [hop])
+        let (stream, begin) = try #require(try driver.mux.withCircuit(circuitID) { try $0.openStream(host: "127.0.0.1", port: 80) })
+        try await driver.perform(begin)
+        try await driver.pump { $0.contains { if case .streamEnded(stream, _) = $0 { true } else { false } } }
+        let events = driver.events
         let ended = events.compactMap { event -> End? in
             if case .streamEnded(stream, let end) = event { return end } else { return nil }
         }
@@ -196,8 +175,7 @@ extension LinkTorInteropTests {
             ? "RSA_ID=\(try LinkHandlerTests.otherRelay.get().fingerprint.hex) to open a stream from unknown relay"
             : "to open a stream on first hop of circuit"
         #expect(Self.infoLog(dir).contains(refusal), "tor's log lacks \"\(refusal)\"")
-        continuation.finish()
-        try await client.channel.close()
+        try await driver.close()
     }
 }
 
@@ -213,49 +191,76 @@ extension LinkTorInteropTests {
         let dir = try TemporaryDirectory("link-tor-extend")
         let (tor, port, identity) = try await Self.startTorRelay(in: dir)
         defer { tor.stop() }
-        let ntorFile = Array(try Data(contentsOf: dir.url.appendingPathComponent("data/keys/secret_onion_key_ntor")))
-        try #require(ntorFile.count == 96)
         let torRSA = try #require(identity.rsaIdentity)
         let path = [
-            CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(port),
-                       ntorKey: try NtorPublicKey(identity: torRSA, onionKey: Array(ntorFile[64..<96])),
-                       ed25519Identity: identity.ed25519Identity),
+            try Self.circuitHop(dir: dir, port: port, identity: identity),
             CircuitHop(address: IPv4Address(127, 0, 0, 1), port: UInt16(server.port),
                        ntorKey: ours.ntorKey.publicKey, ed25519Identity: ours.edIdentity),
         ]
 
-        let (cells, continuation) = AsyncStream.makeStream(of: ChannelCell.self)
-        let client = try await LinkTestClient.connect(port: port, endpoint: .client(expecting: identity),
-                                                      onCell: { continuation.yield($0) })
-        _ = try await client.opened.futureResult.get(within: 30, "link open with C tor")
-        let watchdog = Task { try await Task.sleep(for: .seconds(30)); continuation.finish() }
-        defer { watchdog.cancel() }
-
-        var mux = ClientCircuitMultiplexer()
-        let (_, start) = try mux.buildCircuit(path: path, firstHop: .ntor)
-        var events: [ClientCircuitEvent] = []
-        func perform(_ actions: [ClientCircuitAction]) async throws {
-            for action in actions {
-                switch action {
-                case .send(let cell): try await client.channel.writeAndFlush(cell)
-                case .event(let event): events.append(event)
-                }
-            }
-        }
-        try await perform(start)
-        var iterator = cells.makeAsyncIterator()
-        while !events.contains(.opened) {
-            guard let cell = await iterator.next() else {
-                let lines = Self.infoLog(dir).split(separator: "\n").filter { $0.contains("xtend") || $0.contains("channel") }
-                Issue.record("no open circuit; events: \(events)\n\(lines.suffix(25).joined(separator: "\n"))")
-                return
-            }
-            if case .circuit(_, let actions) = mux.receive(cell) { try await perform(actions) }
+        let driver = try await CircuitDriver(port: port, endpoint: .client(expecting: identity), seconds: 30)
+        do { _ = try await driver.build(path: path) } catch {
+            let lines = Self.infoLog(dir).split(separator: "\n").filter { $0.contains("xtend") || $0.contains("channel") }
+            Issue.record("\(error)\n\(lines.suffix(25).joined(separator: "\n"))")
+            return
         }
         let atOurRelay = try await server.recorder(0).opened.futureResult.get(within: 5, "C tor's link to our relay")
         #expect(atOurRelay.isAuthenticatedRelay)
         #expect(atOurRelay.identity?.rsaIdentity == torRSA)
         #expect(atOurRelay.identity?.ed25519Identity == identity.ed25519Identity)
+        try await driver.close()
+    }
+}
+
+/// Our client side of circuits over one `LinkHandler` link: a `ClientCircuitMultiplexer` fed with the
+/// link's circuit cells, its cells written back to the link, its events collected.
+final class CircuitDriver {
+    let client: LinkTestClient
+    var mux = ClientCircuitMultiplexer()
+    private(set) var events: [ClientCircuitEvent] = []
+    private var iterator: AsyncStream<ChannelCell>.AsyncIterator
+    private let continuation: AsyncStream<ChannelCell>.Continuation
+    private let watchdog: Task<Void, Error>
+
+    /// Connects and waits for the link to open. After `seconds` the cell stream ends, so a silent peer
+    /// fails the test instead of hanging it.
+    init(port: Int, endpoint: ChannelEndpoint, seconds: Int = 20) async throws {
+        let (cells, continuation) = AsyncStream.makeStream(of: ChannelCell.self)
+        self.continuation = continuation
+        iterator = cells.makeAsyncIterator()
+        client = try await LinkTestClient.connect(port: port, endpoint: endpoint, onCell: { continuation.yield($0) })
+        watchdog = Task { try await Task.sleep(for: .seconds(seconds)); continuation.finish() }
+        _ = try await client.opened.futureResult.get(within: 30, "link open")
+    }
+
+    deinit { watchdog.cancel(); continuation.finish() }
+
+    func perform(_ actions: [ClientCircuitAction]) async throws {
+        for action in actions {
+            switch action {
+            case .send(let cell): try await client.channel.writeAndFlush(cell)
+            case .event(let event): events.append(event)
+            }
+        }
+    }
+
+    /// Feeds incoming cells to the circuits until `done(events)` holds.
+    func pump(until done: ([ClientCircuitEvent]) -> Bool) async throws {
+        while !done(events) {
+            guard let cell = await iterator.next() else { throw TestTimeout(what: "the circuit; events so far: \(events)") }
+            if case .circuit(_, let actions) = mux.receive(cell) { try await perform(actions) }
+        }
+    }
+
+    /// Builds a circuit with ntor at every hop and waits for it to open.
+    func build(path: [CircuitHop]) async throws -> UInt32 {
+        let (id, start) = try mux.buildCircuit(path: path, firstHop: .ntor)
+        try await perform(start)
+        try await pump { $0.contains(.opened) }
+        return id
+    }
+
+    func close() async throws {
         continuation.finish()
         try await client.channel.close()
     }
