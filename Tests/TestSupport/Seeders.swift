@@ -100,16 +100,26 @@ public final class ProbeLeecher: @unchecked Sendable {
     public func stop() { process.stop() }
 }
 
-/// opentracker on loopback (HTTP announce at /announce).
+/// opentracker on loopback (HTTP announce at /announce). Debian builds it with a whitelist, so
+/// the info-hashes it may track are given up front.
 public final class LocalTracker: @unchecked Sendable {
     public let port: UInt16
     public let process: ChildProcess
     public var announceURL: String { "http://127.0.0.1:\(port)/announce" }
 
-    public init(directory: URL) async throws {
-        port = freePort()
-        process = try ChildProcess("opentracker", ["-i", "127.0.0.1", "-p", String(port), "-P", String(port)],
-                                   directory: directory)
+    public init(directory: URL, infoHashes: [String], port: UInt16 = freePort()) async throws {
+        self.port = port
+        let dir = directory.appendingPathComponent("opentracker")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o755])
+        // opentracker chroots to -d and drops to "nobody" before reading the whitelist.
+        try (infoHashes.joined(separator: "\n") + "\n").write(to: dir.appendingPathComponent("whitelist.txt"),
+                                                                 atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644],
+                                              ofItemAtPath: dir.appendingPathComponent("whitelist.txt").path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
+        process = try ChildProcess("opentracker", ["-i", "127.0.0.1", "-p", String(port), "-P", String(port),
+                                                   "-d", dir.path, "-w", "whitelist.txt"], directory: dir)
         try await waitForTCP(port: port, timeout: .seconds(15))
     }
 
