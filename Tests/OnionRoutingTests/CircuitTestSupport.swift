@@ -17,7 +17,7 @@ struct SeededRNG: RandomNumberGenerator {
     }
 }
 
-/// A test relay's identity and keys (real ntor keys, random identities).
+/// A test relay's identity and keys (real ntor keys; identities and keys drawn from the test's seed).
 struct TestRelayIdentity {
     let rsa: RSAIdentity
     let ed: Ed25519Identity
@@ -28,7 +28,7 @@ struct TestRelayIdentity {
     init(index: Int, rng: inout SeededRNG) throws {
         self.rsa = try RSAIdentity(bytes: (0..<20).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.ed = try Ed25519Identity(bytes: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
-        self.ntor = NtorSecretKey.generate(identity: self.rsa)
+        self.ntor = try NtorSecretKey(identity: self.rsa, rawPrivateKey: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.address = IPv4Address(127, 0, 0, UInt8(index + 1))
         self.port = 9001
     }
@@ -63,6 +63,9 @@ final class TestNetwork {
     /// Everything relays asked for other than sending cells and opening channels.
     var relayEvents: [(Int, RelayAction)] = []
     var cellsDelivered = 0
+    /// Every cell delivered, in order, when `recordCells` is set (for determinism checks).
+    var recordCells = false
+    private(set) var trace: [ChannelCell] = []
     /// Called for each `.connect`; returns the answer to feed back (nil: the test answers later).
     var onConnect: ((RelayCircuitID, UInt16, String, UInt16) -> ConnectAnswer?)? = nil
     enum ConnectAnswer { case connected(IPAddress?), failed(EndReason) }
@@ -114,6 +117,7 @@ final class TestNetwork {
                 index = 0
             }
             self.cellsDelivered += 1
+            if self.recordCells { self.trace.append(cell) }
             switch to {
             case .client:
                 switch self.client.receive(cell) {

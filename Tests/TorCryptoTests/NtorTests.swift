@@ -91,3 +91,52 @@ import Testing
         #expect(throws: TorCryptoError.self) { try CreateFast.serverRespond(x: [1]) }
     }
 }
+
+/// Yields fixed 64-bit words, so a test can say exactly which bytes an RNG-driven API must consume.
+struct ScriptedGenerator: RandomNumberGenerator {
+    var words: [UInt64]
+    init(bytes: [UInt8]) {
+        precondition(bytes.count % 8 == 0)
+        words = stride(from: 0, to: bytes.count, by: 8).map { i in
+            (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[i + $1]) << (8 * UInt64($1)) }
+        }
+    }
+    mutating func next() -> UInt64 { words.removeFirst() }
+}
+
+@Suite struct NtorInjectedSecretTests {
+    let vectors = NtorTests()
+
+    /// The raw-bytes and RNG entry points reproduce arti's vector: the RNG's words are taken little-endian.
+    @Test func rawAndGeneratedSecretsMatchVector() throws {
+        let relay = try vectors.relayKey()
+        let (_, expectedSkin) = Ntor.clientStart(relay: relay.publicKey, ephemeral: try .init(rawRepresentation: vectors.xSK))
+        let (rawState, rawSkin) = try Ntor.clientStart(relay: relay.publicKey, ephemeralSecret: vectors.xSK)
+        var xRNG = ScriptedGenerator(bytes: vectors.xSK)
+        let (rngState, rngSkin) = Ntor.clientStart(relay: relay.publicKey, using: &xRNG)
+        #expect(rawSkin == expectedSkin && rngSkin == expectedSkin)
+        #expect(xRNG.words.isEmpty)
+
+        let (reply, serverKeys) = try Ntor.serverRespond(onionskin: rawSkin, keys: [relay], ephemeralSecret: vectors.ySK)
+        var yRNG = ScriptedGenerator(bytes: vectors.ySK)
+        let (rngReply, rngServerKeys) = try Ntor.serverRespond(onionskin: rawSkin, keys: [relay], using: &yRNG)
+        #expect(reply == hex("""
+            390480a14362761d6aec1fea840f6e9e928fb2adb7b25c670be1045e35133a37
+            1cbdf68b89923e1f85e8e18ee6e805ea333fe4849c790ffd2670bd80fec95cc8
+            """))
+        #expect(rngReply == reply && rngServerKeys == serverKeys)
+        #expect(try Ntor.clientFinish(state: rawState, reply: reply) == serverKeys)
+        #expect(try Ntor.clientFinish(state: rngState, reply: reply) == serverKeys)
+    }
+
+    @Test func rejectsWrongSecretLength() throws {
+        let relay = try vectors.relayKey()
+        #expect(throws: TorCryptoError.badLength(what: "ntor ephemeral secret", expected: 32, actual: 31)) {
+            try Ntor.clientStart(relay: relay.publicKey, ephemeralSecret: Array(vectors.xSK.dropLast()))
+        }
+        let (_, skin) = Ntor.clientStart(relay: relay.publicKey)
+        #expect(throws: TorCryptoError.badLength(what: "ntor ephemeral secret", expected: 32, actual: 33)) {
+            try Ntor.serverRespond(onionskin: skin, keys: [relay], ephemeralSecret: vectors.ySK + [0])
+        }
+    }
+}

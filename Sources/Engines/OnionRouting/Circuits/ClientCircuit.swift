@@ -105,7 +105,8 @@ public struct ClientCircuit {
     /// Start building. Returns the circuit and the CREATE2 / CREATE_FAST cell to send.
     ///
     /// - Parameters:
-    ///   - rng: randomness for relay-cell padding and stream IDs (a CSPRNG in production).
+    ///   - rng: randomness for the handshakes' ephemeral secrets, relay-cell padding and stream IDs: a CSPRNG
+    ///     in production; a seeded generator makes a test's every byte reproducible.
     ///   - minimumSendmeVersion: lowest SENDME version accepted from the hops (1 = authenticated only).
     public static func build(
         circuitID: UInt32,
@@ -121,7 +122,7 @@ public struct ClientCircuit {
         let message: ChannelMessage
         switch firstHop {
         case .ntor:
-            let (state, onionskin) = Ntor.clientStart(relay: path[0].ntorKey)
+            let (state, onionskin) = Ntor.clientStart(relay: path[0].ntorKey, using: &circuit.rng)
             circuit.ntorState = state
             message = .create2(Create2(handshakeType: Ntor.handshakeType, handshakeData: ByteBuffer(bytes: onionskin)))
         case .createFast:
@@ -301,7 +302,7 @@ public struct ClientCircuit {
             return [.event(.opened)]
         }
         self.phase = .building(hop: next)
-        let (state, onionskin) = Ntor.clientStart(relay: self.path[next].ntorKey)
+        let (state, onionskin) = Ntor.clientStart(relay: self.path[next].ntorKey, using: &self.rng)
         self.ntorState = state
         let extend = Extend2(
             linkSpecifiers: self.path[next].linkSpecifiers, handshakeType: Ntor.handshakeType,

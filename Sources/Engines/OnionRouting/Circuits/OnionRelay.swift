@@ -182,6 +182,7 @@ public struct OnionRelay {
 
     private var channels: [ChannelID: Channel] = [:]
     private var circuits: [RelayCircuitID: Circuit] = [:]
+    /// Handshake secrets, padding and circuit IDs: a CSPRNG in production, seeded in tests.
     private var rng: any RandomNumberGenerator
 
     public init(configuration: OnionRelayConfiguration, rng: any RandomNumberGenerator = SystemRandomNumberGenerator()) {
@@ -321,7 +322,8 @@ public struct OnionRelay {
                     return [self.destroyCell(circuitID, .protocol, on: channel)]
                 }
                 let result = try Ntor.serverRespond(
-                    onionskin: Array(create.handshakeData.readableBytesView), keys: self.configuration.ntorKeys)
+                    onionskin: Array(create.handshakeData.readableBytesView), keys: self.configuration.ntorKeys,
+                    using: &self.rng)
                 reply = .created2(Created2(handshakeData: ByteBuffer(bytes: result.reply)))
                 keys = result.keys
             case .createFast(let create):
