@@ -76,19 +76,19 @@ import Testing
 
     @Test func createFastRoundTripAndLayout() throws {
         let x = hex("000102030405060708090a0b0c0d0e0f10111213"), y = [UInt8](repeating: 0xAB, count: 20)
-        let (state, sentX) = try CreateFast.clientStart(x: x)
+        let (state, sentX) = try CreateFastHandshake.clientStart(x: x)
         #expect(sentX == x)
-        let (reply, serverKeys) = try CreateFast.serverRespond(x: x, y: y)
+        let (reply, serverKeys) = try CreateFastHandshake.serverRespond(x: x, y: y)
         // Layout KH Df Db Kf Kb over KDF-TOR(X|Y).
         let k = try TorKDF.tor(x + y, count: 92)
         #expect(reply == y + k[0..<20])
         #expect(serverKeys.forwardDigest == Array(k[20..<40]) && serverKeys.backwardDigest == Array(k[40..<60]))
         #expect(serverKeys.forwardKey == Array(k[60..<76]) && serverKeys.backwardKey == Array(k[76..<92]))
-        #expect(try CreateFast.clientFinish(state: state, reply: reply) == serverKeys)
+        #expect(try CreateFastHandshake.clientFinish(state: state, reply: reply) == serverKeys)
         var bad = reply
         bad[39] ^= 1
-        #expect(throws: TorCryptoError.handshakeAuthFailed) { try CreateFast.clientFinish(state: state, reply: bad) }
-        #expect(throws: TorCryptoError.self) { try CreateFast.serverRespond(x: [1]) }
+        #expect(throws: TorCryptoError.handshakeAuthFailed) { try CreateFastHandshake.clientFinish(state: state, reply: bad) }
+        #expect(throws: TorCryptoError.self) { try CreateFastHandshake.serverRespond(x: [1]) }
     }
 }
 

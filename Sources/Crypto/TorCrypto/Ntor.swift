@@ -154,9 +154,15 @@ public enum Ntor {
     }
 }
 
+/// The former name, which clashes with the cell type `TorCells.CreateFast` wherever both modules are
+/// imported. Kept so existing `TorCrypto.CreateFast` call sites build; remove once none remain, and the
+/// cell type no longer needs its module prefix.
+@available(*, deprecated, renamed: "CreateFastHandshake")
+public typealias CreateFast = CreateFastHandshake
+
 /// CREATE_FAST / CREATED_FAST (tor-spec §5.1.5): no public-key crypto, only for the first hop over an
 /// already-authenticated TLS channel. Clients rarely use it, but a relay must answer it.
-public enum CreateFast {
+public enum CreateFastHandshake {
     public static let nonceLength = 20
 
     public struct ClientState: Sendable { let x: [UInt8] }

@@ -92,7 +92,7 @@ public struct ClientCircuit {
 
     private let crypto = ClientCircuitCrypto()
     private var ntorState: Ntor.ClientState?
-    private var createFastState: TorCrypto.CreateFast.ClientState?
+    private var createFastState: CreateFastHandshake.ClientState?
     /// One flow-control endpoint per established hop.
     private var hops: [CircuitEndpoint] = []
     /// Streams, all terminating at the last hop.
@@ -126,9 +126,9 @@ public struct ClientCircuit {
             circuit.ntorState = state
             message = .create2(Create2(handshakeType: Ntor.handshakeType, handshakeData: ByteBuffer(bytes: onionskin)))
         case .createFast:
-            let x = circuit.randomBytes(TorCrypto.CreateFast.nonceLength)
+            let x = circuit.randomBytes(CreateFastHandshake.nonceLength)
             do {
-                let (state, x) = try TorCrypto.CreateFast.clientStart(x: x)
+                let (state, x) = try CreateFastHandshake.clientStart(x: x)
                 circuit.createFastState = state
                 message = .createFast(try TorCells.CreateFast(keyMaterial: x))
             } catch {
@@ -189,7 +189,7 @@ public struct ClientCircuit {
             }
             do {
                 return self.firstHopAnswered(
-                    try TorCrypto.CreateFast.clientFinish(state: state, reply: created.keyMaterial + created.derivativeKeyData))
+                    try CreateFastHandshake.clientFinish(state: state, reply: created.keyMaterial + created.derivativeKeyData))
             } catch {
                 return self.fail(.handshakeFailed("CREATED_FAST: \(error)"))
             }
