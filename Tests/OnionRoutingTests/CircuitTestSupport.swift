@@ -1,21 +1,9 @@
 import NIOCore
 import TorCells
 import TorCrypto
+import TestSupport
 
 @testable import OnionRouting
-
-/// Deterministic generator (SplitMix64) for circuit IDs and padding in tests.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A test relay's identity and keys (real ntor keys; identities and keys drawn from the test's seed).
 struct TestRelayIdentity {
@@ -25,7 +13,7 @@ struct TestRelayIdentity {
     let address: IPv4Address
     let port: UInt16
 
-    init(index: Int, rng: inout SeededRNG) throws {
+    init(index: Int, rng: inout SplitMix64) throws {
         self.rsa = try RSAIdentity(bytes: (0..<20).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.ed = try Ed25519Identity(bytes: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.ntor = try NtorSecretKey(identity: self.rsa, rawPrivateKey: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
@@ -71,17 +59,17 @@ final class TestNetwork {
     enum ConnectAnswer { case connected(IPAddress?), failed(EndReason) }
 
     init(relayCount: Int, seed: UInt64 = 1, configure: (Int, inout OnionRelayConfiguration) -> Void = { _, _ in }) throws {
-        var rng = SeededRNG(seed)
+        var rng = SplitMix64(seed: seed)
         for i in 0..<relayCount {
             let identity = try TestRelayIdentity(index: i, rng: &rng)
             var config = OnionRelayConfiguration(
                 identity: identity.rsa, ntorKeys: [identity.ntor], extendAllowPrivateAddresses: true)
             configure(i, &config)
             self.identities.append(identity)
-            self.relays.append(OnionRelay(configuration: config, rng: SeededRNG(seed &+ UInt64(i) &+ 100)))
+            self.relays.append(OnionRelay(configuration: config, rng: SplitMix64(seed: seed &+ UInt64(i) &+ 100)))
         }
         self.client = ClientCircuitMultiplexer(
-            rng: SeededRNG(seed &+ 7), makeCircuitRNG: { SeededRNG(seed &+ 11) })
+            rng: SplitMix64(seed: seed &+ 7), makeCircuitRNG: { SplitMix64(seed: seed &+ 11) })
         self.channelEnds[self.clientChannel] = (.client, .relay(0))
         self.relays[0].channelOpened(self.clientChannel, role: .responder, peerIdentity: nil)
     }
