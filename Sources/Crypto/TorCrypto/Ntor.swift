@@ -111,13 +111,8 @@ public enum Ntor {
     }
 
     static func ephemeralKey(using rng: inout some RandomNumberGenerator) -> Curve25519.KeyAgreement.PrivateKey {
-        var secret = [UInt8]()
-        secret.reserveCapacity(ephemeralSecretLength)
-        for _ in 0..<ephemeralSecretLength / 8 {
-            withUnsafeBytes(of: rng.next().littleEndian) { secret.append(contentsOf: $0) }
-        }
         do {
-            return try ephemeralKey(secret)
+            return try ephemeralKey(randomBytes(ephemeralSecretLength, using: &rng))
         } catch {
             // X25519 clamps the scalar, so every 32-byte string is a valid secret.
             preconditionFailure("32 random bytes rejected as an X25519 secret: \(error)")

@@ -126,7 +126,7 @@ public struct ClientCircuit {
             circuit.ntorState = state
             message = .create2(Create2(handshakeType: Ntor.handshakeType, handshakeData: ByteBuffer(bytes: onionskin)))
         case .createFast:
-            let x = circuit.randomBytes(CreateFastHandshake.nonceLength)
+            let x = randomBytes(CreateFastHandshake.nonceLength, using: &circuit.rng)
             do {
                 let (state, x) = try CreateFastHandshake.clientStart(x: x)
                 circuit.createFastState = state
@@ -494,9 +494,5 @@ public struct ClientCircuit {
         self.hops.removeAll()
         self.streamPhases.removeAll()
         self.crypto.truncate(to: 0)
-    }
-
-    private mutating func randomBytes(_ count: Int) -> [UInt8] {
-        (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &self.rng) }
     }
 }

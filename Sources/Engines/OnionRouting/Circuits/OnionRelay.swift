@@ -327,7 +327,7 @@ public struct OnionRelay {
                 reply = .created2(Created2(handshakeData: ByteBuffer(bytes: result.reply)))
                 keys = result.keys
             case .createFast(let create):
-                let y = (0..<CreateFastHandshake.nonceLength).map { _ in UInt8.random(in: .min ... .max, using: &self.rng) }
+                let y = randomBytes(CreateFastHandshake.nonceLength, using: &self.rng)
                 let result = try CreateFastHandshake.serverRespond(x: create.keyMaterial, y: y)
                 reply = .createdFast(try TorCells.CreatedFast(
                     keyMaterial: Array(result.reply[0..<20]), derivativeKeyData: Array(result.reply[20..<40])))
