@@ -257,8 +257,9 @@ public struct OnionRelay {
         case .destroy(let reason):
             switch side {
             case .previous(let id)?, .next(let id)?:
-                // Propagate with the same reason to the other side.
-                return self.close(id, reason: reason, failure: nil, notify: true, except: channel)
+                // Propagate as DESTROYED, not the peer's reason: a reason relayed end to end is a side
+                // channel between colluding hops (tor bug 40649). The owner still sees the real one.
+                return self.close(id, reason: reason, failure: nil, notify: true, except: channel, sending: .destroyed)
             case nil:
                 return [.dropped(channel, circuitID: cell.circuitID, reason: "DESTROY for an unknown circuit")]
             }
@@ -678,20 +679,22 @@ public struct OnionRelay {
 
     // MARK: teardown
 
-    /// Drop the circuit and everything it holds; DESTROY the sides other than `except` when `notify`.
+    /// Drop the circuit and everything it holds; DESTROY the sides other than `except` when `notify`, with
+    /// reason `sending` if given, else `reason`.
     private mutating func close(
-        _ id: RelayCircuitID, reason: DestroyReason, failure: CircuitFailure?, notify: Bool, except: ChannelID? = nil
+        _ id: RelayCircuitID, reason: DestroyReason, failure: CircuitFailure?, notify: Bool, except: ChannelID? = nil,
+        sending wireReason: DestroyReason? = nil
     ) -> [RelayAction] {
         guard let circuit = self.circuits.removeValue(forKey: id) else { return [] }
         var actions: [RelayAction] = []
         self.channels[id.channel]?.circuits.remove(id.circuitID)
         if notify, except != id.channel, self.channels[id.channel] != nil {
-            actions.append(self.destroyCell(id.circuitID, reason, on: id.channel))
+            actions.append(self.destroyCell(id.circuitID, wireReason ?? reason, on: id.channel))
         }
         if let next = circuit.next {
             self.channels[next.channel]?.circuits.remove(next.circuitID)
             if notify, except != next.channel, self.channels[next.channel] != nil {
-                actions.append(self.destroyCell(next.circuitID, reason, on: next.channel))
+                actions.append(self.destroyCell(next.circuitID, wireReason ?? reason, on: next.channel))
             }
         }
         for streamID in circuit.streams.keys.sorted() {
