@@ -163,7 +163,7 @@ let package = Package(
         .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TorCryptoTests", dependencies: ["TorCrypto", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "PeersmProtocolTests", dependencies: ["PeersmProtocol", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
         .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TestSupport"]),

@@ -283,7 +283,7 @@ import TorCrypto
     @Test func authenticateFromAnotherTLSSessionRefused() throws {
         // Different exporter values: the AUTHENTICATE was made for another TLS session (a relay attack).
         let actions = try responderOutcome(initiatorSecret: [9, 9, 9])
-        #expect(actions.closeReason == .authenticationFailed("AUTHENTICATE fields do not match this channel"))
+        #expect(actions.closeReason == .authenticationFailed("AUTHENTICATE field TLSSECRETS does not match this channel"))
         #expect(actions.openedPeer == nil)
     }
 
@@ -295,10 +295,10 @@ import TorCrypto
     @Test func authenticateWithWrongTranscriptRefused() throws {
         let slogOffset = 8 + 32 * 4
         let actions = try responderOutcome { try tamperAuthenticate($0) { $0[slogOffset] ^= 1 } }
-        #expect(actions.closeReason == .authenticationFailed("AUTHENTICATE fields do not match this channel"))
+        #expect(actions.closeReason == .authenticationFailed("AUTHENTICATE field SLOG does not match this channel"))
         let clogOffset = 8 + 32 * 5
         let second = try responderOutcome { try tamperAuthenticate($0) { $0[clogOffset] ^= 1 } }
-        #expect(second.closeReason == .authenticationFailed("AUTHENTICATE fields do not match this channel"))
+        #expect(second.closeReason == .authenticationFailed("AUTHENTICATE field CLOG does not match this channel"))
     }
 
     @Test func truncatedAuthenticateRefused() throws {

@@ -3,6 +3,7 @@ import NIOCore
 import Testing
 import TorCells
 import TorCrypto
+import TestSupport
 
 @testable import OnionRouting
 
@@ -159,7 +160,7 @@ import TorCrypto
     }
 
     @Test func seededRandomBytesNeverTrap() throws {
-        var rng = SeededRNG(42)
+        var rng = SplitMix64(seed: 42)
         for _ in 0..<200 {
             var responder = responderMachine()
             _ = responder.start(now: now)

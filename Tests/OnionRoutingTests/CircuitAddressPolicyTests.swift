@@ -13,6 +13,12 @@ import TorCells
         #expect(!AddressPolicy(rules: []).allows(self.v4("1.2.3.4"), port: 1))  // no match: reject
     }
 
+    @Test func handBuiltMalformedV6PatternMatchesNothingAndPrints() {
+        let rule = AddressPolicyRule(.accept, .v6(network: [1, 2], prefixLength: 200))
+        #expect(!rule.matches(self.v6("::1"), port: 80))
+        #expect(rule.description == "accept [invalid]/200:*")
+    }
+
     @Test func acceptLoopbackOnly() throws {
         let policy = try #require(AddressPolicy(lines: ["accept 127.0.0.1:*", "reject *:*"]))
         #expect(policy.allows(self.v4("127.0.0.1"), port: 8080))

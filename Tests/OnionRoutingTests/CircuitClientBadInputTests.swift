@@ -2,6 +2,7 @@ import NIOCore
 import Testing
 import TorCells
 import TorCrypto
+import TestSupport
 
 @testable import OnionRouting
 
@@ -9,15 +10,16 @@ import TorCrypto
 struct RawRelay {
     var circuit: ClientCircuit
     let crypto: RelayCircuitCrypto
-    var rng = SeededRNG(88)
+    var rng = SplitMix64(seed: 88)
     var id: UInt32 { self.circuit.circuitID }
 
     init(seed: UInt64 = 3) throws {
-        var seedRNG = SeededRNG(seed)
+        var seedRNG = SplitMix64(seed: seed)
         let identity = try TestRelayIdentity(index: 0, rng: &seedRNG)
-        var (circuit, actions) = try ClientCircuit.build(circuitID: 0x8000_0010, path: [identity.hop], rng: SeededRNG(seed))
+        var (circuit, actions) = try ClientCircuit.build(circuitID: 0x8000_0010, path: [identity.hop], rng: SplitMix64(seed: seed))
         guard case .send(let create)? = actions.first, case .create2(let c2) = try create.message() else { throw TestError("no CREATE2") }
-        let (reply, keys) = try Ntor.serverRespond(onionskin: Array(c2.handshakeData.readableBytesView), keys: [identity.ntor])
+        let (reply, keys) = try Ntor.serverRespond(
+            onionskin: Array(c2.handshakeData.readableBytesView), keys: [identity.ntor], using: &seedRNG)
         self.crypto = try RelayCircuitCrypto(keys: keys)
         let opened = circuit.receive(try ChannelCell(circuitID: 0x8000_0010, message: .created2(Created2(handshakeData: ByteBuffer(bytes: reply)))))
         guard opened == [.event(.opened)] else { throw TestError("\(opened)") }

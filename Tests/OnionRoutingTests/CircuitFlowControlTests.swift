@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 import TorCells
+import TestSupport
 
 @testable import OnionRouting
 
@@ -142,7 +143,7 @@ import TorCells
 
 @Suite struct CircuitMultiplexerTests {
     @Test func idsFollowTheHighBitRule() {
-        var rng = SeededRNG(3)
+        var rng = SplitMix64(seed: 3)
         let initiator = CircuitIDAllocator(role: .initiator)
         let responder = CircuitIDAllocator(role: .responder)
         for _ in 0..<1000 {
@@ -156,7 +157,7 @@ import TorCells
     }
 
     @Test func multiplexerAcceptsOpensAndRemoves() throws {
-        var rng = SeededRNG(4)
+        var rng = SplitMix64(seed: 4)
         var mux = CircuitMultiplexer<String>(role: .responder)
         try mux.acceptInbound(0x8000_0001, "client circuit")
         #expect(throws: CircuitIDError.idInUse(0x8000_0001)) { try mux.acceptInbound(0x8000_0001, "again") }
@@ -170,7 +171,7 @@ import TorCells
     }
 
     @Test func allocatorGivesUpWhenEverythingIsTaken() {
-        var rng = SeededRNG(5)
+        var rng = SplitMix64(seed: 5)
         #expect(CircuitIDAllocator(role: .initiator).allocate(using: &rng) { _ in true } == nil)
     }
 }

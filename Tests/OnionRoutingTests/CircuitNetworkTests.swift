@@ -25,6 +25,26 @@ import TorCrypto
         #expect(net.existingChannel(0, 2) == nil)
     }
 
+    /// Every random byte (circuit IDs, ntor secrets, CREATE_FAST nonces, padding, stream IDs) comes from
+    /// the injected generators, so one seed gives the same cells byte for byte, and another seed does not.
+    @Test(arguments: [FirstHopHandshake.ntor, .createFast])
+    func sameSeedGivesIdenticalCells(firstHop: FirstHopHandshake) throws {
+        func trace(seed: UInt64) throws -> [ChannelCell] {
+            let net = try self.network(seed: seed)
+            net.recordCells = true
+            let id = try net.buildCircuit(firstHop: firstHop)
+            let (stream, _) = try self.openStream(net, id)
+            try net.clientCall(id) { try $0.send(data: pattern(2000, seed: 1), onStream: stream) }
+            net.run()
+            #expect(net.events(of: id).first == .opened)
+            return net.trace
+        }
+        let first = try trace(seed: 9)
+        #expect(first.count > 8)
+        #expect(try trace(seed: 9) == first)
+        #expect(try trace(seed: 10) != first)
+    }
+
     @Test func buildsWithCreateFastFirstHop() throws {
         let net = try self.network(seed: 5)
         let id = try net.buildCircuit(firstHop: .createFast)
@@ -242,20 +262,22 @@ import TorCrypto
         net.run()
         #expect(net.relays.map(\.circuitCount) == [0, 0, 0])
         #expect(net.client.circuitIDs.isEmpty)
-        for r in 0..<3 {
-            #expect(net.relayActions(r).contains { if case .circuitClosed(_, .finished, nil) = $0 { true } else { false } })
+        // The first hop hears FINISHED; it and the middle relay pass the DESTROY on as DESTROYED.
+        for (r, reason) in [(0, DestroyReason.finished), (1, .destroyed), (2, .destroyed)] {
+            #expect(net.relayActions(r).contains { if case .circuitClosed(_, reason, nil) = $0 { true } else { false } })
         }
         #expect(net.relayActions(2).contains(.closeStream(exitCircuit, streamID: stream, .destroy)))
         #expect(net.existingChannel(0, 1).map { net.relays[0].circuitCount(on: $0) } == 0)
     }
 
-    @Test func exitDestroyPropagatesToClientWithReason() throws {
+    @Test func exitDestroyReachesClientAsDestroyed() throws {
         let net = try self.network(seed: 13)
         let id = try net.buildCircuit()
         let exitCircuit = try #require(net.relays[2].circuitIDs.first)
         net.relayCall(2) { $0.destroyCircuit(exitCircuit, reason: .resourceLimit) }
         net.run()
-        #expect(net.events(of: id).last == .closed(.resourceLimit, failure: nil))
+        #expect(net.events(of: id).last == .closed(.destroyed, failure: nil))
+        #expect(net.relayActions(1).contains { if case .circuitClosed(_, .resourceLimit, nil) = $0 { true } else { false } })
         #expect(net.relays.map(\.circuitCount) == [0, 0, 0])
     }
 
@@ -266,7 +288,9 @@ import TorCrypto
         net.relayCall(1) { $0.channelClosed(middle) }
         net.relayCall(2) { $0.channelClosed(middle) }
         net.run()
-        #expect(net.events(of: id).last == .closed(.channelClosed, failure: nil))
+        // Relay 1 tells relay 0 CHANNEL_CLOSED; relay 0 relays it to the client as DESTROYED.
+        #expect(net.relayActions(0).contains { if case .circuitClosed(_, .channelClosed, nil) = $0 { true } else { false } })
+        #expect(net.events(of: id).last == .closed(.destroyed, failure: nil))
         #expect(net.relays.map(\.circuitCount) == [0, 0, 0])
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 import TorCells
+import TestSupport
 
 @testable import OnionRouting
 
@@ -20,7 +21,7 @@ import TorCells
 
     @Test(arguments: [UInt64(1), 2, 3]) func randomChannelCellsAtRelay(seed: UInt64) throws {
         var hop = try RawHop { $0.exitPolicy = .acceptAll; $0.extendAllowPrivateAddresses = true }
-        var rng = SeededRNG(seed)
+        var rng = SplitMix64(seed: seed)
         for _ in 0..<2000 {
             let command = Self.commands.randomElement(using: &rng)!
             let length = Bool.random(using: &rng) ? 509 : Int.random(in: 0...600, using: &rng)
@@ -35,7 +36,7 @@ import TorCells
     /// Correctly encrypted relay cells (so they are recognized) with random headers and bodies: every
     /// relay-message parser runs on garbage.
     @Test(arguments: [UInt64(4), 5, 6]) func randomRecognizedRelayCells(seed: UInt64) throws {
-        var rng = SeededRNG(seed)
+        var rng = SplitMix64(seed: seed)
         for _ in 0..<20 {
             var hop = try RawHop { $0.exitPolicy = .acceptAll; $0.extendAllowPrivateAddresses = true }
             for _ in 0..<100 where hop.relay.hasCircuit(hop.circuit) {
@@ -55,7 +56,7 @@ import TorCells
     }
 
     @Test(arguments: [UInt64(7), 8]) func randomCellsAtClient(seed: UInt64) throws {
-        var rng = SeededRNG(seed)
+        var rng = SplitMix64(seed: seed)
         for _ in 0..<50 {
             var relay = try RawRelay(seed: seed)
             _ = try relay.connectedStream()

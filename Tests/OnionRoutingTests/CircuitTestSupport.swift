@@ -1,23 +1,11 @@
 import NIOCore
 import TorCells
 import TorCrypto
+import TestSupport
 
 @testable import OnionRouting
 
-/// Deterministic generator (SplitMix64) for circuit IDs and padding in tests.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// A test relay's identity and keys (real ntor keys, random identities).
+/// A test relay's identity and keys (real ntor keys; identities and keys drawn from the test's seed).
 struct TestRelayIdentity {
     let rsa: RSAIdentity
     let ed: Ed25519Identity
@@ -25,10 +13,10 @@ struct TestRelayIdentity {
     let address: IPv4Address
     let port: UInt16
 
-    init(index: Int, rng: inout SeededRNG) throws {
+    init(index: Int, rng: inout SplitMix64) throws {
         self.rsa = try RSAIdentity(bytes: (0..<20).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.ed = try Ed25519Identity(bytes: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
-        self.ntor = NtorSecretKey.generate(identity: self.rsa)
+        self.ntor = try NtorSecretKey(identity: self.rsa, rawPrivateKey: (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.address = IPv4Address(127, 0, 0, UInt8(index + 1))
         self.port = 9001
     }
@@ -63,22 +51,25 @@ final class TestNetwork {
     /// Everything relays asked for other than sending cells and opening channels.
     var relayEvents: [(Int, RelayAction)] = []
     var cellsDelivered = 0
+    /// Every cell delivered, in order, when `recordCells` is set (for determinism checks).
+    var recordCells = false
+    private(set) var trace: [ChannelCell] = []
     /// Called for each `.connect`; returns the answer to feed back (nil: the test answers later).
     var onConnect: ((RelayCircuitID, UInt16, String, UInt16) -> ConnectAnswer?)? = nil
     enum ConnectAnswer { case connected(IPAddress?), failed(EndReason) }
 
     init(relayCount: Int, seed: UInt64 = 1, configure: (Int, inout OnionRelayConfiguration) -> Void = { _, _ in }) throws {
-        var rng = SeededRNG(seed)
+        var rng = SplitMix64(seed: seed)
         for i in 0..<relayCount {
             let identity = try TestRelayIdentity(index: i, rng: &rng)
             var config = OnionRelayConfiguration(
                 identity: identity.rsa, ntorKeys: [identity.ntor], extendAllowPrivateAddresses: true)
             configure(i, &config)
             self.identities.append(identity)
-            self.relays.append(OnionRelay(configuration: config, rng: SeededRNG(seed &+ UInt64(i) &+ 100)))
+            self.relays.append(OnionRelay(configuration: config, rng: SplitMix64(seed: seed &+ UInt64(i) &+ 100)))
         }
         self.client = ClientCircuitMultiplexer(
-            rng: SeededRNG(seed &+ 7), makeCircuitRNG: { SeededRNG(seed &+ 11) })
+            rng: SplitMix64(seed: seed &+ 7), makeCircuitRNG: { SplitMix64(seed: seed &+ 11) })
         self.channelEnds[self.clientChannel] = (.client, .relay(0))
         self.relays[0].channelOpened(self.clientChannel, role: .responder, peerIdentity: nil)
     }
@@ -114,6 +105,7 @@ final class TestNetwork {
                 index = 0
             }
             self.cellsDelivered += 1
+            if self.recordCells { self.trace.append(cell) }
             switch to {
             case .client:
                 switch self.client.receive(cell) {

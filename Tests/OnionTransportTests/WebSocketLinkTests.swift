@@ -152,6 +152,21 @@ extension WebSocketLinkTests {
         try await listener.close()
     }
 
+    @Test func oneByteCloseBodyGetsAnEmptyClose() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let (listener, _) = try await Self.bridge(group: group, frameSize: 1000) { TLSTestPeer(eventLoop: $0, expected: 1) }
+        let upgrade = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        let reply = try await rawExchange(group: group, port: listener.localAddress!.port!,
+                                          send: Array(upgrade.utf8), thenAfterReply: Self.maskedFrame(opcode: 0x8, [0x03]))
+        let text = String(decoding: reply, as: UTF8.self)
+        let headerEnd = try #require(text.range(of: "\r\n\r\n"))
+        let got = Array(reply[text.utf8.distance(from: text.startIndex, to: headerEnd.upperBound)...])
+        // A close body must start with a 2-byte code (RFC 6455 §5.5.1): no 1-byte echo.
+        #expect(got == [0x88, 0x00])
+        try await listener.close()
+    }
+
     @Test func silentPeersHitTheUpgradeTimeout() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         // A bridge that closes connections not upgraded within 200 ms…

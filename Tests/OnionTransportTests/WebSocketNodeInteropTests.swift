@@ -4,6 +4,7 @@ import NIOPosix
 import OnionTransport
 import TestSupport
 import Testing
+import TorCrypto
 
 /// Our bridge against a client built like node-Tor's: hand-made RFC 6455 framing (masked binary
 /// frames, here 500 bytes each so they never line up with TLS records) carrying Node's own TLS
@@ -30,7 +31,7 @@ import Testing
             return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
         }, uniquingKeysWith: { a, _ in a })
         #expect(lines["GOT"] == "hello from swift")
-        #expect(lines["CERT"] == cert.certificateDER.hex)
+        #expect(lines["CERT"] == cert.certificateDER.hexString)
 
         let peer = try await slots.wait(0, seconds: 5)
         let got = try await peer.received.futureResult.get(within: 5, "node's bytes")
@@ -39,7 +40,7 @@ import Testing
         let ours = try await peer.channel.eventLoop.submit {
             try event.exporter.export(label: TLSEngine.torAuth0003ExporterLabel, context: identity, length: 32)
         }.get()
-        #expect(lines["EKM"] == ours.hex)
+        #expect(lines["EKM"] == ours.hexString)
         #expect(lines["PROTO"] == event.protocolVersion)
         try await peer.channel.closeFuture.get(within: 5, "the bridge connection to close")
         try await listener.close()
@@ -111,8 +112,4 @@ import Testing
       t.on('error', (e) => fail('tls: ' + e.message));
     }
     """#
-}
-
-extension Array where Element == UInt8 {
-    var hex: String { map { String(format: "%02x", $0) }.joined() }
 }

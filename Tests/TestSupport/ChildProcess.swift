@@ -104,8 +104,13 @@ public func runTool(_ tool: String, _ arguments: [String], in directory: URL? = 
     p.standardOutput = out
     p.standardError = err
     try ChildProcess.withDefaultSignalMask { try p.run() }
+    // Drain stderr while stdout is read: a tool that fills one pipe while we block on the other
+    // would otherwise wait for us forever.
+    let errorRead = DispatchGroup()
+    nonisolated(unsafe) var errData = Data()
+    DispatchQueue.global().async(group: errorRead) { errData = err.fileHandleForReading.readDataToEndOfFile() }
     let data = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    errorRead.wait()
     p.waitUntilExit()
     guard p.terminationStatus == 0 else {
         throw TestSupportError.exited("\(tool) \(arguments.joined(separator: " "))", p.terminationStatus,

@@ -76,18 +76,55 @@ import Testing
 
     @Test func createFastRoundTripAndLayout() throws {
         let x = hex("000102030405060708090a0b0c0d0e0f10111213"), y = [UInt8](repeating: 0xAB, count: 20)
-        let (state, sentX) = try CreateFast.clientStart(x: x)
+        let (state, sentX) = try CreateFastHandshake.clientStart(x: x)
         #expect(sentX == x)
-        let (reply, serverKeys) = try CreateFast.serverRespond(x: x, y: y)
+        let (reply, serverKeys) = try CreateFastHandshake.serverRespond(x: x, y: y)
         // Layout KH Df Db Kf Kb over KDF-TOR(X|Y).
         let k = try TorKDF.tor(x + y, count: 92)
         #expect(reply == y + k[0..<20])
         #expect(serverKeys.forwardDigest == Array(k[20..<40]) && serverKeys.backwardDigest == Array(k[40..<60]))
         #expect(serverKeys.forwardKey == Array(k[60..<76]) && serverKeys.backwardKey == Array(k[76..<92]))
-        #expect(try CreateFast.clientFinish(state: state, reply: reply) == serverKeys)
+        #expect(try CreateFastHandshake.clientFinish(state: state, reply: reply) == serverKeys)
         var bad = reply
         bad[39] ^= 1
-        #expect(throws: TorCryptoError.handshakeAuthFailed) { try CreateFast.clientFinish(state: state, reply: bad) }
-        #expect(throws: TorCryptoError.self) { try CreateFast.serverRespond(x: [1]) }
+        #expect(throws: TorCryptoError.handshakeAuthFailed) { try CreateFastHandshake.clientFinish(state: state, reply: bad) }
+        #expect(throws: TorCryptoError.self) { try CreateFastHandshake.serverRespond(x: [1]) }
+    }
+}
+
+@Suite struct NtorInjectedSecretTests {
+    let vectors = NtorTests()
+
+    /// The raw-bytes and RNG entry points reproduce arti's vector: the RNG's words are taken little-endian.
+    @Test func rawAndGeneratedSecretsMatchVector() throws {
+        let relay = try vectors.relayKey()
+        let (_, expectedSkin) = Ntor.clientStart(relay: relay.publicKey, ephemeral: try .init(rawRepresentation: vectors.xSK))
+        let (rawState, rawSkin) = try Ntor.clientStart(relay: relay.publicKey, ephemeralSecret: vectors.xSK)
+        var xRNG = ScriptedGenerator(bytes: vectors.xSK)
+        let (rngState, rngSkin) = Ntor.clientStart(relay: relay.publicKey, using: &xRNG)
+        #expect(rawSkin == expectedSkin && rngSkin == expectedSkin)
+        #expect(xRNG.words.isEmpty)
+
+        let (reply, serverKeys) = try Ntor.serverRespond(onionskin: rawSkin, keys: [relay], ephemeralSecret: vectors.ySK)
+        var yRNG = ScriptedGenerator(bytes: vectors.ySK)
+        let (rngReply, rngServerKeys) = try Ntor.serverRespond(onionskin: rawSkin, keys: [relay], using: &yRNG)
+        #expect(reply == hex("""
+            390480a14362761d6aec1fea840f6e9e928fb2adb7b25c670be1045e35133a37
+            1cbdf68b89923e1f85e8e18ee6e805ea333fe4849c790ffd2670bd80fec95cc8
+            """))
+        #expect(rngReply == reply && rngServerKeys == serverKeys)
+        #expect(try Ntor.clientFinish(state: rawState, reply: reply) == serverKeys)
+        #expect(try Ntor.clientFinish(state: rngState, reply: reply) == serverKeys)
+    }
+
+    @Test func rejectsWrongSecretLength() throws {
+        let relay = try vectors.relayKey()
+        #expect(throws: TorCryptoError.badLength(what: "ntor ephemeral secret", expected: 32, actual: 31)) {
+            try Ntor.clientStart(relay: relay.publicKey, ephemeralSecret: Array(vectors.xSK.dropLast()))
+        }
+        let (_, skin) = Ntor.clientStart(relay: relay.publicKey)
+        #expect(throws: TorCryptoError.badLength(what: "ntor ephemeral secret", expected: 32, actual: 33)) {
+            try Ntor.serverRespond(onionskin: skin, keys: [relay], ephemeralSecret: vectors.ySK + [0])
+        }
     }
 }

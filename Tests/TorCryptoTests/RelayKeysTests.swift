@@ -139,9 +139,30 @@ import Testing
         let peer = try PeerCertificates.verifyInitiator(initiator.certsCellEntries, at: now)
         try LinkAuth3.verifyBody(body, expected: t, authKey: #require(peer.authKey))
 
+        // A mismatch names the fields that differ.
         var otherSecrets = t
         otherSecrets.tlsSecrets = secureRandomBytes(32)
-        #expect(throws: TorCryptoError.self) { try LinkAuth3.verifyBody(body, expected: otherSecrets, authKey: peer.authKey!) }
+        #expect(throws: TorCryptoError.certificateMismatch("AUTHENTICATE field TLSSECRETS does not match this channel")) {
+            try LinkAuth3.verifyBody(body, expected: otherSecrets, authKey: peer.authKey!)
+        }
+        var otherLogs = t
+        otherLogs.responderLog = TorDigest.sha256([3])
+        otherLogs.initiatorLog = TorDigest.sha256([4])
+        #expect(throws: TorCryptoError.certificateMismatch("AUTHENTICATE fields SLOG, CLOG do not match this channel")) {
+            try LinkAuth3.verifyBody(body, expected: otherLogs, authKey: peer.authKey!)
+        }
+        var otherInitiator = t
+        otherInitiator.initiatorRSA = responder.rsaIdentity.publicKey
+        #expect(throws: TorCryptoError.certificateMismatch("AUTHENTICATE field CID does not match this channel")) {
+            try LinkAuth3.verifyBody(body, expected: otherInitiator, authKey: peer.authKey!)
+        }
+        for (range, name) in [(0..<8, "TYPE"), (40..<72, "SID"), (104..<136, "SID_ED"), (200..<232, "SCERT")] {
+            var tampered = body
+            tampered[range.lowerBound + 3] ^= 0x20
+            #expect(throws: TorCryptoError.certificateMismatch("AUTHENTICATE field \(name) does not match this channel")) {
+                try LinkAuth3.verifyBody(tampered, expected: t, authKey: peer.authKey!)
+            }
+        }
         var badSig = body
         badSig[300] ^= 1
         #expect(throws: TorCryptoError.badSignature) { try LinkAuth3.verifyBody(badSig, expected: t, authKey: peer.authKey!) }

@@ -25,6 +25,7 @@ public struct ChunkVerifier: @unchecked Sendable {
     public let plan: ResponsePlan
     private let key: Curve25519.Signing.PublicKey
     private let context: [UInt8]
+    private let allocator: ByteBufferAllocator
 
     private var block: UInt32 = 0
     private var blockChunks: Range<UInt32>
@@ -46,6 +47,7 @@ public struct ChunkVerifier: @unchecked Sendable {
         context = BlockAuthentication.requestContext(query: query, fileSize: fileInfo.size, mimeType: fileInfo.mimeType)
         blockChunks = plan.chunks(ofBlock: 0)
         blockMessages = plan.messageCount(ofBlock: 0)
+        self.allocator = allocator
         blockData = allocator.buffer(capacity: blockChunks.count * PeersmWire.chunkSize)
     }
 
@@ -130,7 +132,7 @@ public struct ChunkVerifier: @unchecked Sendable {
             messageInBlock = 0
             hasher = BlockHasher()
             // A fresh buffer: the released one now belongs to the caller.
-            blockData = ByteBufferAllocator().buffer(capacity: blockChunks.count * PeersmWire.chunkSize)
+            blockData = allocator.buffer(capacity: blockChunks.count * PeersmWire.chunkSize)
         }
         return verified
     }

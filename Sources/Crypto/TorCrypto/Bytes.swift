@@ -1,12 +1,25 @@
 import Foundation
 
-/// Constant-time equality for secrets (AUTH, KH): the time depends only on the lengths.
+/// Constant-time equality for secrets (AUTH, KH, certificate digests): the time depends only on the lengths.
 @inlinable
-func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+public func constantTimeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
     guard a.count == b.count else { return false }
     var diff: UInt8 = 0
     for (x, y) in zip(a, b) { diff |= x ^ y }
     return diff == 0
+}
+
+/// `count` bytes from `rng`, each 64-bit draw supplying 8 bytes little-endian (so a seeded generator gives
+/// the same bytes on every platform). Secret only if `rng` is a CSPRNG: `SystemRandomNumberGenerator` in
+/// production, a seeded generator in tests that must be reproducible.
+public func randomBytes(_ count: Int, using rng: inout some RandomNumberGenerator) -> [UInt8] {
+    var out = [UInt8]()
+    out.reserveCapacity(max(0, count) + 7)
+    while out.count < count {
+        withUnsafeBytes(of: rng.next().littleEndian) { out.append(contentsOf: $0) }
+    }
+    out.removeLast(out.count - max(0, count))
+    return out
 }
 
 func isAllZero<C: Collection<UInt8>>(_ bytes: C) -> Bool {

@@ -4,17 +4,7 @@ import Foundation
 /// Cryptographically secure random bytes (SystemRandomNumberGenerator is getrandom(2) on Linux).
 public func secureRandomBytes(_ count: Int) -> [UInt8] {
     var rng = SystemRandomNumberGenerator()
-    var out = [UInt8](repeating: 0, count: max(0, count))
-    out.withUnsafeMutableBytes { buf in
-        var i = 0
-        while i < buf.count {
-            var word = rng.next()
-            let n = min(8, buf.count - i)
-            withUnsafeBytes(of: &word) { buf.baseAddress!.advanced(by: i).copyMemory(from: $0.baseAddress!, byteCount: n) }
-            i += n
-        }
-    }
-    return out
+    return randomBytes(count, using: &rng)
 }
 
 /// A relay's legacy identity: SHA-1 of its RSA-1024 identity key in PKCS#1 DER (the "fingerprint").

@@ -42,15 +42,21 @@ public enum LinkAuth3 {
             self.tlsSecrets = tlsSecrets
         }
 
-        /// TYPE through TLSSECRETS.
-        func fixedPart() throws -> [UInt8] {
+        /// TYPE through TLSSECRETS, each field with its tor-spec name (for saying which one mismatched).
+        func fields() throws -> [(name: String, bytes: [UInt8])] {
             try requireLength(responderLog, 32, "SLOG")
             try requireLength(initiatorLog, 32, "CLOG")
             try requireLength(responderTLSCertSHA256, 32, "SCERT")
             try requireLength(tlsSecrets, 32, "TLSSECRETS")
-            return LinkAuth3.typeString + TorDigest.sha256(initiatorRSA.der) + TorDigest.sha256(responderRSA.der)
-                + initiatorEd.bytes + responderEd.bytes + responderLog + initiatorLog + responderTLSCertSHA256 + tlsSecrets
+            return [
+                ("TYPE", LinkAuth3.typeString), ("CID", TorDigest.sha256(initiatorRSA.der)),
+                ("SID", TorDigest.sha256(responderRSA.der)), ("CID_ED", initiatorEd.bytes), ("SID_ED", responderEd.bytes),
+                ("SLOG", responderLog), ("CLOG", initiatorLog), ("SCERT", responderTLSCertSHA256),
+                ("TLSSECRETS", tlsSecrets),
+            ]
         }
+
+        func fixedPart() throws -> [UInt8] { try fields().flatMap(\.bytes) }
     }
 
     /// The initiator's AUTHENTICATE body, signed with its type-6 auth key. `random` is injectable for tests.
@@ -63,13 +69,23 @@ public enum LinkAuth3 {
 
     /// The responder's check: TYPE through TLSSECRETS equal what we expect (constant time), and SIG — the
     /// last 64 bytes — verifies over everything before it under `authKey` (from the initiator's type-6 cert).
+    /// A mismatch throws `certificateMismatch` naming every field that differs, e.g.
+    /// "AUTHENTICATE field SLOG does not match this channel": that tells a transcript bug from a wrong peer.
     public static func verifyBody(_ body: [UInt8], expected t: Transcript, authKey: Ed25519Identity) throws {
         guard body.count >= bodyLength else {
             throw TorCryptoError.badLength(what: "AUTHENTICATE body", expected: bodyLength, actual: body.count)
         }
-        let fixed = try t.fixedPart()
-        guard constantTimeEqual(body.prefix(fixed.count), fixed) else {
-            throw TorCryptoError.certificateMismatch("AUTHENTICATE fields do not match this channel")
+        // Every field is compared in full before reporting, so the time does not depend on which differs.
+        var offset = 0
+        var mismatched: [String] = []
+        for field in try t.fields() {
+            if !constantTimeEqual(body[offset..<offset + field.bytes.count], field.bytes) { mismatched.append(field.name) }
+            offset += field.bytes.count
+        }
+        guard mismatched.isEmpty else {
+            let names = mismatched.joined(separator: ", ")
+            throw TorCryptoError.certificateMismatch(
+                "AUTHENTICATE field\(mismatched.count == 1 ? "" : "s") \(names) \(mismatched.count == 1 ? "does" : "do") not match this channel")
         }
         // Extra bytes between RAND and SIG are signed but otherwise ignored, as the spec requires.
         guard authKey.isValidSignature(Array(body.suffix(64)), for: Array(body.dropLast(64))) else {

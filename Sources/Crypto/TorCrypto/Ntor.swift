@@ -21,12 +21,30 @@ public enum Ntor {
         let ephemeral: Curve25519.KeyAgreement.PrivateKey
     }
 
+    /// Length of an ephemeral X25519 secret (x or y).
+    public static let ephemeralSecretLength = 32
+
     /// Builds the 84-byte onionskin. `ephemeral` is injectable only so tests can be deterministic.
     public static func clientStart(
         relay: NtorPublicKey, ephemeral: Curve25519.KeyAgreement.PrivateKey = .init()
     ) -> (state: ClientState, onionskin: [UInt8]) {
         let skin = relay.identity.bytes + relay.onionKey + Array(ephemeral.publicKey.rawRepresentation)
         return (ClientState(relay: relay, ephemeral: ephemeral), skin)
+    }
+
+    /// As above with the ephemeral secret x given as 32 raw bytes, for callers that do not link swift-crypto.
+    public static func clientStart(
+        relay: NtorPublicKey, ephemeralSecret: [UInt8]
+    ) throws -> (state: ClientState, onionskin: [UInt8]) {
+        clientStart(relay: relay, ephemeral: try ephemeralKey(ephemeralSecret))
+    }
+
+    /// As above with x drawn from `rng`, so a state machine's injected generator covers its handshakes too.
+    /// `rng` must be a CSPRNG outside tests: x is the handshake's secret.
+    public static func clientStart(
+        relay: NtorPublicKey, using rng: inout some RandomNumberGenerator
+    ) -> (state: ClientState, onionskin: [UInt8]) {
+        clientStart(relay: relay, ephemeral: ephemeralKey(using: &rng))
     }
 
     /// Checks the server's `Y | AUTH` (constant-time) and derives the hop's keys.
@@ -57,6 +75,20 @@ public enum Ntor {
         return (reply, try CircuitKeys(ntorMaterial: material))
     }
 
+    /// As above with the ephemeral secret y drawn from `rng` (a CSPRNG outside tests).
+    public static func serverRespond(
+        onionskin: [UInt8], keys: [NtorSecretKey], using rng: inout some RandomNumberGenerator
+    ) throws -> (reply: [UInt8], keys: CircuitKeys) {
+        try serverRespond(onionskin: onionskin, keys: keys, ephemeral: ephemeralKey(using: &rng))
+    }
+
+    /// As above with y given as 32 raw bytes.
+    public static func serverRespond(
+        onionskin: [UInt8], keys: [NtorSecretKey], ephemeralSecret: [UInt8]
+    ) throws -> (reply: [UInt8], keys: CircuitKeys) {
+        try serverRespond(onionskin: onionskin, keys: keys, ephemeral: try ephemeralKey(ephemeralSecret))
+    }
+
     public static func serverRespond(
         onionskin: [UInt8], keys: [NtorSecretKey], ephemeral: Curve25519.KeyAgreement.PrivateKey, keyBytes: Int
     ) throws -> (reply: [UInt8], keyMaterial: [UInt8]) {
@@ -71,6 +103,20 @@ public enum Ntor {
         let (seed, auth) = derive(exp1: xy, exp2: xb, id: id, b: keyID, x: x, y: y)
         let material = try TorKDF.rfc5869(secretInput: seed, tKey: tKey, mExpand: mExpand, count: keyBytes)
         return (y + auth, material)
+    }
+
+    static func ephemeralKey(_ secret: [UInt8]) throws -> Curve25519.KeyAgreement.PrivateKey {
+        try requireLength(secret, ephemeralSecretLength, "ntor ephemeral secret")
+        do { return try .init(rawRepresentation: secret) } catch { throw TorCryptoError.badKey("Curve25519 private key") }
+    }
+
+    static func ephemeralKey(using rng: inout some RandomNumberGenerator) -> Curve25519.KeyAgreement.PrivateKey {
+        do {
+            return try ephemeralKey(randomBytes(ephemeralSecretLength, using: &rng))
+        } catch {
+            // X25519 clamps the scalar, so every 32-byte string is a valid secret.
+            preconditionFailure("32 random bytes rejected as an X25519 secret: \(error)")
+        }
     }
 
     /// Returns (secret_input, AUTH).
@@ -103,9 +149,15 @@ public enum Ntor {
     }
 }
 
+/// The former name, which clashes with the cell type `TorCells.CreateFast` wherever both modules are
+/// imported. Kept so existing `TorCrypto.CreateFast` call sites build; remove once none remain, and the
+/// cell type no longer needs its module prefix.
+@available(*, deprecated, renamed: "CreateFastHandshake")
+public typealias CreateFast = CreateFastHandshake
+
 /// CREATE_FAST / CREATED_FAST (tor-spec §5.1.5): no public-key crypto, only for the first hop over an
 /// already-authenticated TLS channel. Clients rarely use it, but a relay must answer it.
-public enum CreateFast {
+public enum CreateFastHandshake {
     public static let nonceLength = 20
 
     public struct ClientState: Sendable { let x: [UInt8] }

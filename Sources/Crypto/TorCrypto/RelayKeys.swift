@@ -234,16 +234,19 @@ private func writeSecretFile(_ url: URL, _ bytes: [UInt8]) throws {
     let tmp = url.path + ".tmp"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw TorCryptoError.io("open \(tmp): errno \(errno)") }
-    var ok = fchmod(fd, 0o600) == 0  // in case the file already existed with wider permissions
+    // The first failing call's errno, saved before close/unlink can overwrite it.
+    var failure: Int32 = 0
+    if fchmod(fd, 0o600) != 0 { failure = errno }  // in case the file already existed with wider permissions
     var offset = 0
-    while ok && offset < bytes.count {
+    while failure == 0 && offset < bytes.count {
         let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-        if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { ok = false }
+        if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { failure = n < 0 ? errno : EIO }
     }
-    ok = ok && fsync(fd) == 0
+    if failure == 0 && fsync(fd) != 0 { failure = errno }
     close(fd)
-    guard ok, rename(tmp, url.path) == 0 else {
+    if failure == 0 && rename(tmp, url.path) != 0 { failure = errno }
+    guard failure == 0 else {
         unlink(tmp)
-        throw TorCryptoError.io("writing \(url.path): errno \(errno)")
+        throw TorCryptoError.io("writing \(url.path): errno \(failure)")
     }
 }

@@ -3,6 +3,7 @@
 // has (SSL_export_keying_material). See TLSContext.swift.
 import COpenSSL
 import NIOCore
+import TorCrypto
 
 /// A sans-I/O TLS connection: received ciphertext goes in through `feed(ciphertext:)`, plaintext
 /// to send goes in through `write(plaintext:)`, and the ciphertext to put on the wire comes out of
@@ -12,9 +13,10 @@ import NIOCore
 /// loop) and must only be used from there. After any thrown error the engine is unusable; the
 /// owner should send what `drainOutbound()` still holds (possibly an alert) and drop the transport.
 public final class TLSEngine {
-    /// The RFC 5705 label of Tor's AUTHENTICATE type 3 (Ed25519-SHA256-RFC5705); the context is the
-    /// initiator's 32-byte Ed25519 identity and the length 32 (tor-spec §4.4.2).
-    public static let torAuth0003ExporterLabel = "EXPORTER FOR TOR TLS CLIENT BINDING AUTH0003"
+    /// The RFC 5705 label of Tor's AUTHENTICATE type 3 (Ed25519-SHA256-RFC5705), output length 32. The
+    /// context C tor really uses is the SHA-256 of the initiator's RSA identity key, not the Ed25519
+    /// identity tor-spec names: see `LinkAuth3.exporterContext`, which owns both values.
+    public static var torAuth0003ExporterLabel: String { LinkAuth3.exporterLabel }
 
     /// What one `feed(ciphertext:)` produced.
     public struct FeedResult {

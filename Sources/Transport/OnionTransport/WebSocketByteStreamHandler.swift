@@ -69,9 +69,10 @@ public final class WebSocketByteStreamHandler: ChannelDuplexHandler {
         case .pong:
             break
         case .connectionClose:
-            // Echo the status code (RFC 6455 §5.5.1), then end the TCP connection.
+            // Echo the status code (RFC 6455 §5.5.1), then end the TCP connection. A body too short to
+            // hold a code gets an empty close back rather than an equally malformed echo.
             var echo = frame.unmaskedData
-            let code = echo.readSlice(length: min(2, echo.readableBytes)) ?? ByteBuffer()
+            let code = echo.readableBytes >= 2 ? echo.readSlice(length: 2) ?? ByteBuffer() : ByteBuffer()
             sendClose(context: context, data: code).whenComplete { _ in context.close(promise: nil) }
         case .text:
             violate(context: context, .unacceptableData, "text frame on a binary link")

@@ -139,7 +139,7 @@ public struct ChannelStateMachine {
             guard let local = link.localCertificateSHA256 else {
                 return close(.missingLinkInformation("our TLS certificate"))
             }
-            guard timingSafeEqual(local, keys.linkCert.sha256) else {
+            guard constantTimeEqual(local, keys.linkCert.sha256) else {
                 return close(.localConfiguration("the TLS certificate is not RelayKeys.linkCert"))
             }
             return []

@@ -45,11 +45,3 @@ enum LinkAuthenticationV3 {
         }
     }
 }
-
-/// Equality whose time depends only on the lengths.
-func timingSafeEqual<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
-    guard a.count == b.count else { return false }
-    var diff: UInt8 = 0
-    for (x, y) in zip(a, b) { diff |= x ^ y }
-    return diff == 0
-}

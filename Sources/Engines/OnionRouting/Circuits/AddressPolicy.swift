@@ -107,6 +107,8 @@ public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
             guard length > 0 else { return true }
             return address.rawValue >> (32 - length) == network >> (32 - length)
         case (.v6(let network, let length), .v6(let address)):
+            // The pattern is public and could be built by hand: never index past 16 bytes.
+            guard network.count == 16, (0...128).contains(length) else { return false }
             let b = address.bytes
             for bit in 0..<length where (network[bit / 8] ^ b[bit / 8]) & (0x80 >> (bit % 8)) != 0 {
                 return false
@@ -122,7 +124,7 @@ public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
         switch self.pattern {
         case .any: address = "*"
         case .v4(let n, let l): address = IPv4Address(rawValue: n).description + (l == 32 ? "" : "/\(l)")
-        case .v6(let n, let l): address = "[\(IPv6Address(bytes: n)!)]" + (l == 128 ? "" : "/\(l)")
+        case .v6(let n, let l): address = "[\(IPv6Address(bytes: n).map { "\($0)" } ?? "invalid")]" + (l == 128 ? "" : "/\(l)")
         }
         let ports = self.ports == 1...65535 ? "*" : self.ports.count == 1 ? "\(self.ports.lowerBound)" : "\(self.ports.lowerBound)-\(self.ports.upperBound)"
         return "\(self.action.rawValue) \(address):\(ports)"

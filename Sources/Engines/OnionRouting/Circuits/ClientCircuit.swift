@@ -92,7 +92,7 @@ public struct ClientCircuit {
 
     private let crypto = ClientCircuitCrypto()
     private var ntorState: Ntor.ClientState?
-    private var createFastState: TorCrypto.CreateFast.ClientState?
+    private var createFastState: CreateFastHandshake.ClientState?
     /// One flow-control endpoint per established hop.
     private var hops: [CircuitEndpoint] = []
     /// Streams, all terminating at the last hop.
@@ -105,7 +105,8 @@ public struct ClientCircuit {
     /// Start building. Returns the circuit and the CREATE2 / CREATE_FAST cell to send.
     ///
     /// - Parameters:
-    ///   - rng: randomness for relay-cell padding and stream IDs (a CSPRNG in production).
+    ///   - rng: randomness for the handshakes' ephemeral secrets, relay-cell padding and stream IDs: a CSPRNG
+    ///     in production; a seeded generator makes a test's every byte reproducible.
     ///   - minimumSendmeVersion: lowest SENDME version accepted from the hops (1 = authenticated only).
     public static func build(
         circuitID: UInt32,
@@ -121,13 +122,13 @@ public struct ClientCircuit {
         let message: ChannelMessage
         switch firstHop {
         case .ntor:
-            let (state, onionskin) = Ntor.clientStart(relay: path[0].ntorKey)
+            let (state, onionskin) = Ntor.clientStart(relay: path[0].ntorKey, using: &circuit.rng)
             circuit.ntorState = state
             message = .create2(Create2(handshakeType: Ntor.handshakeType, handshakeData: ByteBuffer(bytes: onionskin)))
         case .createFast:
-            let x = circuit.randomBytes(TorCrypto.CreateFast.nonceLength)
+            let x = randomBytes(CreateFastHandshake.nonceLength, using: &circuit.rng)
             do {
-                let (state, x) = try TorCrypto.CreateFast.clientStart(x: x)
+                let (state, x) = try CreateFastHandshake.clientStart(x: x)
                 circuit.createFastState = state
                 message = .createFast(try TorCells.CreateFast(keyMaterial: x))
             } catch {
@@ -188,7 +189,7 @@ public struct ClientCircuit {
             }
             do {
                 return self.firstHopAnswered(
-                    try TorCrypto.CreateFast.clientFinish(state: state, reply: created.keyMaterial + created.derivativeKeyData))
+                    try CreateFastHandshake.clientFinish(state: state, reply: created.keyMaterial + created.derivativeKeyData))
             } catch {
                 return self.fail(.handshakeFailed("CREATED_FAST: \(error)"))
             }
@@ -301,7 +302,7 @@ public struct ClientCircuit {
             return [.event(.opened)]
         }
         self.phase = .building(hop: next)
-        let (state, onionskin) = Ntor.clientStart(relay: self.path[next].ntorKey)
+        let (state, onionskin) = Ntor.clientStart(relay: self.path[next].ntorKey, using: &self.rng)
         self.ntorState = state
         let extend = Extend2(
             linkSpecifiers: self.path[next].linkSpecifiers, handshakeType: Ntor.handshakeType,
@@ -493,9 +494,5 @@ public struct ClientCircuit {
         self.hops.removeAll()
         self.streamPhases.removeAll()
         self.crypto.truncate(to: 0)
-    }
-
-    private mutating func randomBytes(_ count: Int) -> [UInt8] {
-        (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &self.rng) }
     }
 }

@@ -19,8 +19,9 @@ public struct ClientCircuitMultiplexer {
     /// - Parameters:
     ///   - role: `.initiator` when we opened the channel, as clients always do.
     ///   - rng: picks circuit IDs.
-    ///   - makeCircuitRNG: each circuit's own generator for relay-cell padding and stream IDs. Padding
-    ///     must be unpredictable (authenticated SENDMEs rely on it), so production uses the system CSPRNG.
+    ///   - makeCircuitRNG: each circuit's own generator for handshake secrets, relay-cell padding and stream
+    ///     IDs. Both secrets and padding must be unpredictable (authenticated SENDMEs rely on the padding),
+    ///     so production uses the system CSPRNG.
     public init(
         role: ChannelRole = .initiator, rng: any RandomNumberGenerator = SystemRandomNumberGenerator(),
         makeCircuitRNG: @escaping () -> any RandomNumberGenerator = { SystemRandomNumberGenerator() }

@@ -1,4 +1,5 @@
 import TorCells
+import TorCrypto
 
 // Circuit- and stream-level flow control (tor-spec §7.3–7.4), kept apart from the circuit state
 // machines the way swift-nio-ssh keeps `ChildChannelWindowManager` apart from its multiplexer.
@@ -108,7 +109,7 @@ public struct SendmeDigest: Hashable, Sendable, CustomStringConvertible {
         self.bytes = bytes
     }
 
-    public var description: String { hexString(self.bytes.prefix(4)) + "…" }
+    public var description: String { Array(self.bytes.prefix(4)).hexString + "…" }
 }
 
 /// The sending side of circuit-level flow control with authenticated SENDMEs (proposal 289).
@@ -211,15 +212,4 @@ extension RelayCommand {
         default: .none
         }
     }
-}
-
-/// Lower-case hex of some bytes, for log messages (no Foundation in this module).
-func hexString(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef")
-    var out = ""
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0xF)])
-    }
-    return out
 }

@@ -182,6 +182,7 @@ public struct OnionRelay {
 
     private var channels: [ChannelID: Channel] = [:]
     private var circuits: [RelayCircuitID: Circuit] = [:]
+    /// Handshake secrets, padding and circuit IDs: a CSPRNG in production, seeded in tests.
     private var rng: any RandomNumberGenerator
 
     public init(configuration: OnionRelayConfiguration, rng: any RandomNumberGenerator = SystemRandomNumberGenerator()) {
@@ -256,8 +257,9 @@ public struct OnionRelay {
         case .destroy(let reason):
             switch side {
             case .previous(let id)?, .next(let id)?:
-                // Propagate with the same reason to the other side.
-                return self.close(id, reason: reason, failure: nil, notify: true, except: channel)
+                // Propagate as DESTROYED, not the peer's reason: a reason relayed end to end is a side
+                // channel between colluding hops (tor bug 40649). The owner still sees the real one.
+                return self.close(id, reason: reason, failure: nil, notify: true, except: channel, sending: .destroyed)
             case nil:
                 return [.dropped(channel, circuitID: cell.circuitID, reason: "DESTROY for an unknown circuit")]
             }
@@ -321,12 +323,13 @@ public struct OnionRelay {
                     return [self.destroyCell(circuitID, .protocol, on: channel)]
                 }
                 let result = try Ntor.serverRespond(
-                    onionskin: Array(create.handshakeData.readableBytesView), keys: self.configuration.ntorKeys)
+                    onionskin: Array(create.handshakeData.readableBytesView), keys: self.configuration.ntorKeys,
+                    using: &self.rng)
                 reply = .created2(Created2(handshakeData: ByteBuffer(bytes: result.reply)))
                 keys = result.keys
             case .createFast(let create):
-                let y = (0..<TorCrypto.CreateFast.nonceLength).map { _ in UInt8.random(in: .min ... .max, using: &self.rng) }
-                let result = try TorCrypto.CreateFast.serverRespond(x: create.keyMaterial, y: y)
+                let y = randomBytes(CreateFastHandshake.nonceLength, using: &self.rng)
+                let result = try CreateFastHandshake.serverRespond(x: create.keyMaterial, y: y)
                 reply = .createdFast(try TorCells.CreatedFast(
                     keyMaterial: Array(result.reply[0..<20]), derivativeKeyData: Array(result.reply[20..<40])))
                 keys = result.keys
@@ -676,20 +679,22 @@ public struct OnionRelay {
 
     // MARK: teardown
 
-    /// Drop the circuit and everything it holds; DESTROY the sides other than `except` when `notify`.
+    /// Drop the circuit and everything it holds; DESTROY the sides other than `except` when `notify`, with
+    /// reason `sending` if given, else `reason`.
     private mutating func close(
-        _ id: RelayCircuitID, reason: DestroyReason, failure: CircuitFailure?, notify: Bool, except: ChannelID? = nil
+        _ id: RelayCircuitID, reason: DestroyReason, failure: CircuitFailure?, notify: Bool, except: ChannelID? = nil,
+        sending wireReason: DestroyReason? = nil
     ) -> [RelayAction] {
         guard let circuit = self.circuits.removeValue(forKey: id) else { return [] }
         var actions: [RelayAction] = []
         self.channels[id.channel]?.circuits.remove(id.circuitID)
         if notify, except != id.channel, self.channels[id.channel] != nil {
-            actions.append(self.destroyCell(id.circuitID, reason, on: id.channel))
+            actions.append(self.destroyCell(id.circuitID, wireReason ?? reason, on: id.channel))
         }
         if let next = circuit.next {
             self.channels[next.channel]?.circuits.remove(next.circuitID)
             if notify, except != next.channel, self.channels[next.channel] != nil {
-                actions.append(self.destroyCell(next.circuitID, reason, on: next.channel))
+                actions.append(self.destroyCell(next.circuitID, wireReason ?? reason, on: next.channel))
             }
         }
         for streamID in circuit.streams.keys.sorted() {
