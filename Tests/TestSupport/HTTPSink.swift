@@ -14,12 +14,16 @@ public enum HTTPSinkError: Error, CustomStringConvertible {
     }
 }
 
-/// A local HTTP server (scripts/tornet/httpsink.py) on 127.0.0.1 that serves N deterministic
+/// A local HTTP server (scripts/tornet/httpsink.py) on 127.0.0.2 that serves N deterministic
 /// pseudo-random bytes at `/bytes/N` and their SHA-256 at `/sha256/N`, so a download through tor
 /// (or through our own circuits) can be checked byte-exact. Sustains ~500 MB/s on loopback, far
 /// above any tor circuit, so it is never the bottleneck of a benchmark.
+///
+/// It listens on 127.0.0.2 because the tor test network's relays listen on 127.0.0.1: asked for a
+/// relay's own address, a tor client builds a 4-hop "enclave" circuit to that relay instead.
 public final class HTTPSink: @unchecked Sendable {
-    public let host = "127.0.0.1"
+    public static let host = "127.0.0.2"
+    public var host: String { Self.host }
     public let port: UInt16
     private let process: ChildProcess
 
@@ -30,7 +34,7 @@ public final class HTTPSink: @unchecked Sendable {
 
     /// Starts the sink on a free port; its request log goes to `directory/httpsink.log`.
     public static func start(directory: URL) async throws -> HTTPSink {
-        let process = try ChildProcess("python3", ["-u", scriptPath, "--host", "127.0.0.1", "--port", "0"],
+        let process = try ChildProcess("python3", ["-u", scriptPath, "--host", host, "--port", "0"],
                                        directory: directory, name: "httpsink")
         try await process.waitForLog(containing: "listening on", timeout: .seconds(20))
         guard let line = process.log.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }),
@@ -38,7 +42,7 @@ public final class HTTPSink: @unchecked Sendable {
             process.stop()
             throw HTTPSinkError.badAnnouncement(process.log)
         }
-        try await waitForTCP(port: port)
+        try await waitForTCP(host: host, port: port)
         return HTTPSink(process: process, port: port)
     }
 

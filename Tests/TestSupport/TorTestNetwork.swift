@@ -79,8 +79,13 @@ public final class TorTestNetwork: @unchecked Sendable {
             .deletingLastPathComponent().appendingPathComponent("scripts/tor-testnet").path
     }
 
-    /// Builds and starts a network and waits until it is ready (about 25 s on this machine; the
+    /// Builds and starts a network and waits until it is ready (25-45 s on this machine; the
     /// first consensus needs one 20 s voting round).
+    ///
+    /// `authorities: 0` starts relays with no consensus at all (a few seconds): they still accept
+    /// CREATE2 and EXTEND2, and exits get `RefuseUnknownExits 0` so they accept BEGIN from relays
+    /// they do not know. Ready once every relay serves its own descriptor. Only for our own
+    /// clients: a C tor client needs a consensus, so `client` must be false.
     /// - Parameters:
     ///   - extraTorrc: lines for every node's torrc, or for one role with a prefix
     ///     (`"client:UseEntryGuards 0"`, `"exit:…"`, `"relay:…"`, `"authority:…"`, `"server:…"`).
@@ -108,6 +113,16 @@ public final class TorTestNetwork: @unchecked Sendable {
             _ = try? runTool(scriptPath, ["stop", netDir.path])
             throw error
         }
+    }
+
+    /// Takes over a network already started by `scripts/tor-testnet start DIR` (reads
+    /// DIR/network.json); like one from `start`, it is stopped on `stop()` or deinit.
+    public static func load(directory: URL) throws -> TorTestNetwork {
+        let data: Data
+        do { data = try Data(contentsOf: directory.appendingPathComponent("network.json")) } catch {
+            throw TorTestNetworkError.malformedNetworkFile("cannot read \(directory.path)/network.json: \(error)")
+        }
+        return try TorTestNetwork(json: data, scratch: nil)
     }
 
     init(json: Data, scratch: TemporaryDirectory?) throws {
@@ -155,7 +170,7 @@ public final class TorTestNetwork: @unchecked Sendable {
 /// Runs a program to completion with stdout and stderr in `output`, without blocking a cooperative
 /// thread meanwhile (a network takes ~25 s to bootstrap; a benchmark download longer).
 func runToCompletion(_ executable: String, _ arguments: [String], output: URL) async throws -> Int32 {
-    FileManager.default.createFile(atPath: output.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: output.path, contents: nil)
     let log = try FileHandle(forWritingTo: output)
     defer { try? log.close() }
     let process = Process()
