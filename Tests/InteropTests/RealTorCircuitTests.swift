@@ -21,7 +21,7 @@ struct RealTorCircuitTests {
     func ourClientThroughRealTor() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 0)
         defer { env.stop() }
-        let path = try env.tor.middleRelays.prefix(2).map(CircuitHop.init(torNode:)) + [CircuitHop(torNode: env.tor.exits[0])]
+        let path = try env.tor.middleRelays.prefix(2).map(CircuitHop.init(torNode:)) + [try CircuitHop(torNode: env.tor.exits[0])]
         let result = try await env.fetch(path: path, bytes: Self.size)
         #expect(result.body == Self.size)
         #expect(result.sha256 == (try await env.expectedSHA256(Self.size)))
@@ -32,7 +32,7 @@ struct RealTorCircuitTests {
     func realTorExtendsToOurRelay() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 2)
         defer { env.stop() }
-        let path = [CircuitHop(torNode: try #require(env.tor.middleRelays.first))] + env.ours.map(\.descriptor)
+        let path = [try CircuitHop(torNode: try #require(env.tor.middleRelays.first))] + env.ours.map(\.descriptor)
         let result = try await env.fetch(path: path, bytes: Self.size)
         #expect(result.body == Self.size)
         #expect(result.sha256 == (try await env.expectedSHA256(Self.size)))
@@ -43,7 +43,7 @@ struct RealTorCircuitTests {
     func ourRelayExtendsToRealTor() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 2)
         defer { env.stop() }
-        let path = env.ours.map(\.descriptor) + [CircuitHop(torNode: env.tor.exits[0])]
+        let path = env.ours.map(\.descriptor) + [try CircuitHop(torNode: env.tor.exits[0])]
         let result = try await env.fetch(path: path, bytes: Self.size)
         #expect(result.body == Self.size)
         #expect(result.sha256 == (try await env.expectedSHA256(Self.size)))
@@ -61,7 +61,7 @@ struct RealTorCircuitTests {
         let env = try await RealTorEnvironment.start(ourRelays: 3)
         defer { env.stop() }
         let expected = try await env.expectedSHA256(bytes)
-        let torPath = try env.tor.middleRelays.prefix(2).map(CircuitHop.init(torNode:)) + [CircuitHop(torNode: env.tor.exits[0])]
+        let torPath = try env.tor.middleRelays.prefix(2).map(CircuitHop.init(torNode:)) + [try CircuitHop(torNode: env.tor.exits[0])]
         let ourPath = env.ours.map(\.descriptor)
         var best: [String: Double] = [:]
         for run in 1...runs {

@@ -16,12 +16,16 @@ struct PatternStream {
 
     init(seed: UInt64) { self.state = seed | 1 }
 
+    private mutating func nextWord() -> UInt64 {
+        self.state ^= self.state >> 12
+        self.state ^= self.state << 25
+        self.state ^= self.state >> 27
+        return self.state &* 2_685_821_657_736_338_717
+    }
+
     mutating func nextByte() -> UInt8 {
         if self.left == 0 {
-            self.state ^= self.state >> 12
-            self.state ^= self.state << 25
-            self.state ^= self.state >> 27
-            self.word = self.state &* 2_685_821_657_736_338_717
+            self.word = self.nextWord()
             self.left = 8
         }
         let byte = UInt8(truncatingIfNeeded: self.word)
@@ -33,7 +37,11 @@ struct PatternStream {
     mutating func buffer(_ count: Int) -> ByteBuffer {
         var out = ByteBuffer()
         out.reserveCapacity(count)
-        for _ in 0..<count { out.writeInteger(self.nextByte()) }
+        var count = count
+        // Whole words at once (little-endian = the order nextByte hands them out).
+        while self.left > 0 && count > 0 { out.writeInteger(self.nextByte()); count -= 1 }
+        while count >= 8 { out.writeInteger(self.nextWord(), endianness: .little); count -= 8 }
+        while count > 0 { out.writeInteger(self.nextByte()); count -= 1 }
         return out
     }
 
