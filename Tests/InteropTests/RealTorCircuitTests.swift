@@ -32,10 +32,15 @@ struct RealTorCircuitTests {
     func realTorExtendsToOurRelay() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 2)
         defer { env.stop() }
-        let path = [try CircuitHop(torNode: try #require(env.tor.middleRelays.first))] + env.ours.map(\.descriptor)
+        let torMiddle = try #require(env.tor.middleRelays.first)
+        let path = [try CircuitHop(torNode: torMiddle)] + env.ours.map(\.descriptor)
         let result = try await env.fetch(path: path, bytes: Self.size)
         #expect(result.body == Self.size)
         #expect(result.sha256 == (try await env.expectedSHA256(Self.size)))
+        // C tor connected to our relay as an authenticated relay (CERTS 2/7/4/6 + AUTHENTICATE that we
+        // verified), after checking our CERTS as initiator.
+        let linked = try await env.ours[0].linkedRelayIdentities()
+        #expect(linked.contains(try RSAIdentity(bytes: try #require(torMiddle.rsaIdentity))))
     }
 
     @Test("RealTor (3): our client → our relay → our relay → tor exit → sink (we extend to tor), byte-exact",
@@ -47,6 +52,11 @@ struct RealTorCircuitTests {
         let result = try await env.fetch(path: path, bytes: Self.size)
         #expect(result.body == Self.size)
         #expect(result.sha256 == (try await env.expectedSHA256(Self.size)))
+        // The C tor exit served a BEGIN whose previous hop is our relay: it only does so for a peer
+        // that AUTHENTICATEd as a relay (a client channel gets END TORPROTOCOL), so our AUTHENTICATE
+        // verified in C tor. Our side of that link knows the exit's identity from its CERTS.
+        let linked = try await env.ours[1].linkedRelayIdentities()
+        #expect(linked.contains(try RSAIdentity(bytes: try #require(env.tor.exits[0].rsaIdentity))))
     }
 
     /// `scripts/bench-onion`: the same client and sink over a 3-hop circuit of our relays and over

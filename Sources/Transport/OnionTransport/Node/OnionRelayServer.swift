@@ -166,6 +166,13 @@ public final class OnionRelayServer: @unchecked Sendable {
         try await self.eventLoop.submit { self.relay.circuitCount }.get()
     }
 
+    /// RSA identities of the relays we have an open, authenticated link with (either direction).
+    public func linkedRelayIdentities() async throws -> Set<RSAIdentity> {
+        try await self.eventLoop.submit {
+            Set(self.links.values.compactMap { $0.isOpen ? $0.peer?.rsaIdentity : nil })
+        }.get()
+    }
+
     /// Stop listening and close every link and exit connection.
     public func shutdown() async {
         let closing: EventLoopFuture<Void> = self.eventLoop.flatSubmit {
