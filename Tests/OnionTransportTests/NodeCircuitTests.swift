@@ -133,9 +133,12 @@ import TorCrypto
             let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openApplicationStream()
-            // 1200 bytes: the query spans three cells, the answer too.
-            let query = ByteBuffer(bytes: (0..<1200).map { UInt8(truncatingIfNeeded: $0 * 7) })
-            try await stream.send(command: .dbQuery, body: query)
+            // 1200 bytes in three DB_QUERY messages (a non-data message fits one cell); the DB_DATA
+            // answer is split into cells by the relay.
+            let query = (0..<1200).map { UInt8(truncatingIfNeeded: $0 * 7) }
+            for part in stride(from: 0, to: 1200, by: 400) {
+                try await stream.send(command: .dbQuery, body: ByteBuffer(bytes: query[part..<part + 400]))
+            }
             var replies: [ApplicationMessage] = []
             for try await message in stream {
                 replies.append(message)

@@ -71,11 +71,13 @@ public final class OnionClient: @unchecked Sendable {
             readBufferLimit: readBufferLimit, logger: logger)
         let link = OnionLink(
             id: ChannelID(0),
-            role: .client(expecting: firstHop.ntorKey.identity, ed25519: firstHop.ed25519Identity),
-            delegate: client, handshakeTimeout: timeout)
+            endpoint: .client(expecting: ExpectedPeerIdentity(
+                rsaIdentity: firstHop.ntorKey.identity, ed25519Identity: firstHop.ed25519Identity)),
+            delegate: client)
         try await eventLoop.submit { client.link = link }.get()
         let connected = OnionLinkConnector.connect(
-            host: "\(firstHop.address)", port: Int(firstHop.port), link: link, on: eventLoop, timeout: timeout)
+            host: "\(firstHop.address)", port: Int(firstHop.port), link: link, on: eventLoop, timeout: timeout,
+            handshakeTimeout: timeout)
         connected.whenFailure { error in client.linkClosed(link, error: error) }
         try await client.openPromise.futureResult.get()
         return client
@@ -164,7 +166,7 @@ public final class OnionClient: @unchecked Sendable {
 }
 
 extension OnionClient: OnionLinkDelegate {
-    func linkOpened(_ link: OnionLink, peer: LinkPeer) {
+    func linkOpened(_ link: OnionLink, peer: ChannelPeer) {
         self.openPromise.succeed(())
     }
 

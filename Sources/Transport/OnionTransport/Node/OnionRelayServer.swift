@@ -169,7 +169,7 @@ public final class OnionRelayServer: @unchecked Sendable {
     /// RSA identities of the relays we have an open, authenticated link with (either direction).
     public func linkedRelayIdentities() async throws -> Set<RSAIdentity> {
         try await self.eventLoop.submit {
-            Set(self.links.values.compactMap { $0.isOpen ? $0.peer?.rsaIdentity : nil })
+            Set(self.links.values.compactMap { $0.isOpen ? $0.peerIdentity : nil })
         }.get()
     }
 
@@ -223,11 +223,12 @@ public final class OnionRelayServer: @unchecked Sendable {
 
     private func acceptLink(_ channel: Channel) throws {
         guard !self.isShutDown else { throw ChannelError.ioOnClosedChannel }
-        let link = OnionLink(
-            id: self.allocateChannelID(), role: .responder(self.configuration.keys), delegate: self,
-            localAddresses: self.localNetinfoAddresses, handshakeTimeout: self.configuration.linkHandshakeTimeout)
+        let endpoint = ChannelEndpoint.responder(self.configuration.keys)
+        let link = OnionLink(id: self.allocateChannelID(), endpoint: endpoint, delegate: self)
         self.links[link.id] = link
-        try channel.pipeline.syncOperations.addHandler(try TLSLinkHandler(context: self.tlsServer))
+        try channel.pipeline.syncOperations.addHandlers(try OnionLink.pipeline(
+            tls: self.tlsServer, endpoint: endpoint, localAddresses: self.localNetinfoAddresses,
+            handshakeTimeout: self.configuration.linkHandshakeTimeout))
         try channel.pipeline.syncOperations.addHandler(link)
     }
 
@@ -238,7 +239,7 @@ public final class OnionRelayServer: @unchecked Sendable {
     /// EXTEND2 asked for a link to `target`.
     private func openChannel(_ target: ExtendTarget, for circuit: RelayCircuitID) {
         if let id = self.linksByIdentity[target.rsaIdentity], let link = self.links[id], link.isOpen,
-            target.ed25519Identity == nil || target.ed25519Identity == link.peer?.ed25519Identity
+            target.ed25519Identity == nil || target.ed25519Identity == link.peerEd25519Identity
         {
             self.perform(self.relay.extendChannelReady(circuit, channel: id))
             return
@@ -249,15 +250,18 @@ public final class OnionRelayServer: @unchecked Sendable {
         }
         let link = OnionLink(
             id: self.allocateChannelID(),
-            role: .relayInitiator(self.configuration.keys, expecting: target.rsaIdentity, ed25519: target.ed25519Identity),
-            delegate: self, localAddresses: self.localNetinfoAddresses,
-            handshakeTimeout: self.configuration.linkHandshakeTimeout)
+            endpoint: .relayInitiator(
+                self.configuration.keys,
+                expecting: ExpectedPeerIdentity(rsaIdentity: target.rsaIdentity, ed25519Identity: target.ed25519Identity)),
+            delegate: self)
         self.links[link.id] = link
         self.pendingExtends[target.rsaIdentity] = (link.id, [circuit])
         let host = "\(target.address)"
         self.logger.debug("extending to \(host):\(target.port) \(target.rsaIdentity) on \(link.id)")
         OnionLinkConnector.connect(host: host, port: Int(target.port), link: link, on: self.eventLoop,
-                                   timeout: self.configuration.exitConnectTimeout)
+                                   timeout: self.configuration.exitConnectTimeout,
+                                   handshakeTimeout: self.configuration.linkHandshakeTimeout,
+                                   localAddresses: self.localNetinfoAddresses)
             .whenFailure { error in
                 // The link never became active: it reports nothing itself.
                 self.eventLoop.assertInEventLoop()
@@ -410,9 +414,9 @@ public final class OnionRelayServer: @unchecked Sendable {
 }
 
 extension OnionRelayServer: OnionLinkDelegate {
-    func linkOpened(_ link: OnionLink, peer: LinkPeer) {
-        self.relay.channelOpened(link.id, role: link.role.channelRole, peerIdentity: peer.rsaIdentity)
-        guard let identity = peer.rsaIdentity else { return }
+    func linkOpened(_ link: OnionLink, peer: ChannelPeer) {
+        self.relay.channelOpened(link.id, role: link.role, peerIdentity: link.peerIdentity)
+        guard let identity = link.peerIdentity else { return }
         if self.linksByIdentity[identity] == nil || self.links[self.linksByIdentity[identity]!]?.isOpen != true {
             self.linksByIdentity[identity] = link.id
         }
@@ -429,7 +433,7 @@ extension OnionRelayServer: OnionLinkDelegate {
     func linkClosed(_ link: OnionLink, error: Error?) {
         self.links[link.id] = nil
         if let error { self.logger.debug("link \(link.id) closed: \(error)") }
-        if let identity = link.peer?.rsaIdentity, self.linksByIdentity[identity] == link.id {
+        if let identity = link.peerIdentity, self.linksByIdentity[identity] == link.id {
             self.linksByIdentity[identity] = nil
         }
         for (identity, pending) in self.pendingExtends where pending.link == link.id {
@@ -514,7 +518,8 @@ private final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
 enum OnionLinkConnector {
     static let clientTLS = Result { try TLSContext.client() }
 
-    static func connect(host: String, port: Int, link: OnionLink, on eventLoop: EventLoop, timeout: TimeAmount) -> EventLoopFuture<Channel> {
+    static func connect(host: String, port: Int, link: OnionLink, on eventLoop: EventLoop, timeout: TimeAmount,
+                        handshakeTimeout: TimeAmount, localAddresses: [NetinfoAddress] = []) -> EventLoopFuture<Channel> {
         let tls: TLSContext
         do { tls = try self.clientTLS.get() } catch { return eventLoop.makeFailedFuture(error) }
         return ClientBootstrap(group: eventLoop)
@@ -522,7 +527,8 @@ enum OnionLinkConnector {
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(try TLSLinkHandler(context: tls))
+                    try channel.pipeline.syncOperations.addHandlers(try OnionLink.pipeline(
+                        tls: tls, endpoint: link.endpoint, localAddresses: localAddresses, handshakeTimeout: handshakeTimeout))
                     try channel.pipeline.syncOperations.addHandler(link)
                 }
             }
