@@ -157,6 +157,45 @@ import TorCrypto
         await relays.shutdown()
     }
 
+    @Test func webSocketFirstHopCarriesACircuit() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let relays = try await OurRelays.start(group: group, webSocketGuard: true)
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully(); try? await serverGroup.shutdownGracefully() } }
+        let size = 1 << 20
+        let server = try await PatternServer.start(group: serverGroup, sendCount: size, sendSeed: 5, receiveCount: 0, receiveSeed: 0)
+        let wsPort = try #require(relays.guardRelay.webSocketPort)
+
+        let (received, mismatch) = try await withDeadline(60, "1 MiB over a WebSocket first hop") {
+            let client = try await OnionClient.connect(
+                to: relays.guardRelay.descriptor, on: group.next(), webSocket: (UInt16(wsPort), "/"))
+            let circuit = try await client.buildCircuit(through: relays.path)
+            let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
+            var check = PatternStream(seed: 5)
+            var received = 0
+            var mismatch: Int?
+            for try await chunk in stream {
+                if mismatch == nil, let at = check.check(chunk) { mismatch = received + at }
+                received += chunk.readableBytes
+            }
+            await client.close()
+            return (received, mismatch)
+        }
+        #expect(received == size)
+        #expect(mismatch == nil)
+        await server.close()
+        await relays.shutdown()
+    }
+
+    @Test func nonLoopbackBindNeedsExplicitSetting() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully() } }
+        let config = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), host: "0.0.0.0")
+        await #expect(throws: OnionRelayServerError.nonLoopbackBindNotAllowed("0.0.0.0")) {
+            _ = try await OnionRelayServer.start(config, on: group.next())
+        }
+    }
+
     @Test func wrongFirstHopIdentityFailsTheLink() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let relays = try await OurRelays.start(group: group)

@@ -160,14 +160,18 @@ struct OurRelays {
 
     static let exitPolicy = AddressPolicy(lines: ["accept 127.0.0.1:*", "reject *:*"])!
 
-    static func start(group: EventLoopGroup, application: OnionRelayApplication? = nil) async throws -> OurRelays {
-        func relay(exit: Bool) async throws -> OnionRelayServer {
+    /// - Parameter webSocketGuard: the guard also listens for WebSocket bridge links.
+    static func start(group: EventLoopGroup, application: OnionRelayApplication? = nil, webSocketGuard: Bool = false) async throws -> OurRelays {
+        func relay(exit: Bool, webSocket: Bool = false) async throws -> OnionRelayServer {
             let keys = try RelayKeys.generate(now: Date())
             let config = OnionRelayServerConfiguration(
-                keys: keys, exitPolicy: exit ? Self.exitPolicy : .rejectAll, extendAllowPrivateAddresses: true)
+                keys: keys, webSocketPort: webSocket ? 0 : nil, exitPolicy: exit ? Self.exitPolicy : .rejectAll,
+                extendAllowPrivateAddresses: true)
             return try await OnionRelayServer.start(config, on: group.next(), application: exit ? application : nil)
         }
-        return OurRelays(guardRelay: try await relay(exit: false), middle: try await relay(exit: false), exit: try await relay(exit: true))
+        return OurRelays(
+            guardRelay: try await relay(exit: false, webSocket: webSocketGuard), middle: try await relay(exit: false),
+            exit: try await relay(exit: true))
     }
 
     func shutdown() async {

@@ -61,8 +61,11 @@ public final class OnionClient: @unchecked Sendable {
     private var closedError: OnionClientError?
 
     /// Connect to `firstHop`, run the link handshake as a client and check the relay's identity.
+    /// - Parameter webSocket: reach the first hop through its WebSocket bridge listener (node-Tor's
+    ///   transport) at this port and path, instead of its ORPort.
     public static func connect(
-        to firstHop: CircuitHop, on eventLoop: EventLoop, timeout: TimeAmount = .seconds(30),
+        to firstHop: CircuitHop, on eventLoop: EventLoop, webSocket: (port: UInt16, path: String)? = nil,
+        timeout: TimeAmount = .seconds(30),
         writeQueueLimit: Int = 256 * 1024, readBufferLimit: Int = 1 << 20,
         logger: Logger = Logger(label: "onion.client")
     ) async throws -> OnionClient {
@@ -76,8 +79,8 @@ public final class OnionClient: @unchecked Sendable {
             delegate: client)
         try await eventLoop.submit { client.link = link }.get()
         let connected = OnionLinkConnector.connect(
-            host: "\(firstHop.address)", port: Int(firstHop.port), link: link, on: eventLoop, timeout: timeout,
-            handshakeTimeout: timeout)
+            host: "\(firstHop.address)", port: Int(webSocket?.port ?? firstHop.port), link: link, on: eventLoop,
+            timeout: timeout, handshakeTimeout: timeout, webSocketPath: webSocket?.path)
         connected.whenFailure { error in client.linkClosed(link, error: error) }
         try await client.openPromise.futureResult.get()
         return client

@@ -14,6 +14,9 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var host: String
     /// 0 picks a free port (read it back from `OnionRelayServer.port`).
     public var port: Int
+    /// Also accept links over node-Tor's WebSocket bridge transport (TLS inside WebSocket frames) on
+    /// this port of `host` (0: a free port; nil: no WebSocket listener).
+    public var webSocketPort: Int?
     public var allowNonLoopbackBind: Bool
     /// Which (address, port) pairs BEGIN may reach. Default: none (not an exit).
     public var exitPolicy: AddressPolicy
@@ -31,7 +34,8 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var exitReadPauseBytes: Int
 
     public init(
-        keys: RelayKeys, host: String = "127.0.0.1", port: Int = 0, allowNonLoopbackBind: Bool = false,
+        keys: RelayKeys, host: String = "127.0.0.1", port: Int = 0, webSocketPort: Int? = nil,
+        allowNonLoopbackBind: Bool = false,
         exitPolicy: AddressPolicy = .rejectAll, extendAllowPrivateAddresses: Bool = false,
         allowSingleHopExits: Bool = false, minimumSendmeVersion: UInt8 = 1,
         applicationCommands: ClosedRange<UInt8> = 80...85, exitConnectTimeout: TimeAmount = .seconds(10),
@@ -40,6 +44,7 @@ public struct OnionRelayServerConfiguration: Sendable {
         self.keys = keys
         self.host = host
         self.port = port
+        self.webSocketPort = webSocketPort
         self.allowNonLoopbackBind = allowNonLoopbackBind
         self.exitPolicy = exitPolicy
         self.extendAllowPrivateAddresses = extendAllowPrivateAddresses
@@ -92,11 +97,14 @@ public final class OnionRelayServer: @unchecked Sendable {
     public let configuration: OnionRelayServerConfiguration
     public let eventLoop: EventLoop
     public private(set) var port: Int = 0
+    /// The WebSocket listener's port, if `webSocketPort` was set.
+    public private(set) var webSocketPort: Int?
     public weak var application: OnionRelayApplication?
     let logger: Logger
 
     private var relay: OnionRelay
     private var serverChannel: Channel?
+    private var webSocketChannel: Channel?
     private var links: [ChannelID: OnionLink] = [:]
     private var nextChannelID: UInt64 = 1
     /// Open links by the authenticated RSA identity of their peer (EXTEND2 reuses them).
@@ -132,9 +140,26 @@ public final class OnionRelayServer: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture { try server.acceptLink(channel) }
             }
             .bind(host: configuration.host, port: configuration.port).get()
+        var webSocket: Channel?
+        if let wsPort = configuration.webSocketPort {
+            do {
+                webSocket = try await ServerBootstrap(group: eventLoop)
+                    .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        WebSocketLink.configureServer(channel: channel) { upgraded in try server.acceptLink(upgraded) }
+                    }
+                    .bind(host: configuration.host, port: wsPort).get()
+            } catch {
+                try? await channel.close()
+                throw error
+            }
+        }
         try await eventLoop.submit {
             server.serverChannel = channel
             server.port = channel.localAddress?.port ?? 0
+            server.webSocketChannel = webSocket
+            server.webSocketPort = webSocket?.localAddress?.port
         }.get()
         return server
     }
@@ -179,6 +204,7 @@ public final class OnionRelayServer: @unchecked Sendable {
             self.isShutDown = true
             var futures: [EventLoopFuture<Void>] = []
             if let server = self.serverChannel { futures.append(server.close()) }
+            if let server = self.webSocketChannel { futures.append(server.close()) }
             for link in self.links.values { link.close() }
             for exit in self.exits.values { exit.channel?.close(promise: nil) }
             return EventLoopFuture.andAllComplete(futures, on: self.eventLoop)
@@ -518,19 +544,27 @@ private final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
 enum OnionLinkConnector {
     static let clientTLS = Result { try TLSContext.client() }
 
+    /// - Parameter webSocketPath: connect through the WebSocket bridge transport (GET this path) instead
+    ///   of plain TCP.
     static func connect(host: String, port: Int, link: OnionLink, on eventLoop: EventLoop, timeout: TimeAmount,
-                        handshakeTimeout: TimeAmount, localAddresses: [NetinfoAddress] = []) -> EventLoopFuture<Channel> {
+                        handshakeTimeout: TimeAmount, localAddresses: [NetinfoAddress] = [],
+                        webSocketPath: String? = nil) -> EventLoopFuture<Channel> {
         let tls: TLSContext
         do { tls = try self.clientTLS.get() } catch { return eventLoop.makeFailedFuture(error) }
+        @Sendable func addLink(_ channel: Channel) throws {
+            try channel.pipeline.syncOperations.addHandlers(try OnionLink.pipeline(
+                tls: tls, endpoint: link.endpoint, localAddresses: localAddresses, handshakeTimeout: handshakeTimeout))
+            try channel.pipeline.syncOperations.addHandler(link)
+        }
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(try OnionLink.pipeline(
-                        tls: tls, endpoint: link.endpoint, localAddresses: localAddresses, handshakeTimeout: handshakeTimeout))
-                    try channel.pipeline.syncOperations.addHandler(link)
+                if let webSocketPath {
+                    return WebSocketLink.configureClient(
+                        channel: channel, host: host, path: webSocketPath, upgradeTimeout: timeout, addStreamHandlers: addLink)
                 }
+                return channel.eventLoop.makeCompletedFuture { try addLink(channel) }
             }
             .connect(host: host, port: port)
     }
