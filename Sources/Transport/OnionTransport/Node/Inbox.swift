@@ -1,5 +1,10 @@
 import NIOCore
 
+/// A stream was read by two tasks at once.
+public enum InboxError: Error, Hashable, Sendable {
+    case concurrentConsumers
+}
+
 /// An event-loop-confined queue between the circuit (producer, on the loop) and an async consumer,
 /// with watermarks so the producer can stop the sender (withhold SENDMEs) instead of buffering without
 /// bound.
@@ -65,7 +70,8 @@ final class Inbox<Element>: @unchecked Sendable {
             if let error = terminal { return self.eventLoop.makeFailedFuture(error) }
             return self.eventLoop.makeSucceededFuture(nil)
         }
-        precondition(self.waiter == nil, "one consumer at a time")
+        // Two tasks iterating one stream at once is a caller bug; refuse it rather than trap.
+        guard self.waiter == nil else { return self.eventLoop.makeFailedFuture(InboxError.concurrentConsumers) }
         let promise = self.eventLoop.makePromise(of: Element?.self)
         self.waiter = promise
         return promise.futureResult
