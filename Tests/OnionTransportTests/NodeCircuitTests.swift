@@ -187,6 +187,42 @@ import TorCrypto
         await relays.shutdown()
     }
 
+    /// A client that stops reading stops the exit: its inbox pauses the stream (SENDMEs withheld), the
+    /// exit's window runs out, its queue fills and it stops reading the destination socket, so the
+    /// server cannot push more than a few MiB of socket buffers and windows. Then everything arrives.
+    @Test func slowReaderBackpressuresTheExitServer() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 4)
+        let relays = try await OurRelays.start(group: group)
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully(); try? await serverGroup.shutdownGracefully() } }
+        let size = 24 << 20
+        let server = try await PatternServer.start(group: serverGroup, sendCount: size, sendSeed: 9, receiveCount: 0, receiveSeed: 0)
+
+        let (stalled, received, mismatch) = try await withDeadline(180, "slow reader") {
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let circuit = try await client.buildCircuit(through: relays.path)
+            let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
+            try await Task.sleep(for: .seconds(3))
+            let stalled = server.sentBytes.withLockedValue { $0 }
+            print("slow reader: the server had written \(stalled) bytes after 3 s without reads")
+            var check = PatternStream(seed: 9)
+            var received = 0
+            var mismatch: Int?
+            for try await chunk in stream {
+                if mismatch == nil, let at = check.check(chunk) { mismatch = received + at }
+                received += chunk.readableBytes
+            }
+            await client.close()
+            return (stalled, received, mismatch)
+        }
+        // Unread: ~1 MiB inbox + 500-cell stream window + 128 KiB exit queue + loopback socket buffers.
+        #expect(stalled < 16 << 20, "server pushed \(stalled) bytes at a reader that was not reading")
+        #expect(received == size)
+        #expect(mismatch == nil)
+        await server.close()
+        await relays.shutdown()
+    }
+
     @Test func nonLoopbackBindNeedsExplicitSetting() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { Task { try? await group.shutdownGracefully() } }

@@ -64,24 +64,30 @@ final class PatternServer: @unchecked Sendable {
     let channel: Channel
     var port: Int { self.channel.localAddress!.port! }
     private let outcomes: NIOLockedValueBox<[Outcome]>
+    /// Bytes handed to the kernel so far, over all connections (writes are paced by writability, so
+    /// this shows whether the reader applies backpressure).
+    let sentBytes: NIOLockedValueBox<Int>
 
     static func start(group: EventLoopGroup, sendCount: Int, sendSeed: UInt64, receiveCount: Int, receiveSeed: UInt64) async throws -> PatternServer {
         let outcomes = NIOLockedValueBox<[Outcome]>([])
+        let sent = NIOLockedValueBox(0)
         let channel = try await ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PatternHandler(
                         sendCount: sendCount, sendSeed: sendSeed, receiveCount: receiveCount, receiveSeed: receiveSeed,
-                        report: { outcome in outcomes.withLockedValue { $0.append(outcome) } }))
+                        report: { outcome in outcomes.withLockedValue { $0.append(outcome) } },
+                        sent: { n in sent.withLockedValue { $0 += n } }))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return PatternServer(channel: channel, outcomes: outcomes)
+        return PatternServer(channel: channel, outcomes: outcomes, sentBytes: sent)
     }
 
-    private init(channel: Channel, outcomes: NIOLockedValueBox<[Outcome]>) {
+    private init(channel: Channel, outcomes: NIOLockedValueBox<[Outcome]>, sentBytes: NIOLockedValueBox<Int>) {
         self.channel = channel
         self.outcomes = outcomes
+        self.sentBytes = sentBytes
     }
 
     var results: [Outcome] { self.outcomes.withLockedValue { $0 } }
@@ -100,26 +106,40 @@ private final class PatternHandler: ChannelInboundHandler, @unchecked Sendable {
     var received = 0
     var mismatch: Int?
     var sent = false
+    var remaining: Int
     var reported = false
     let report: (PatternServer.Outcome) -> Void
+    let didSend: (Int) -> Void
 
-    init(sendCount: Int, sendSeed: UInt64, receiveCount: Int, receiveSeed: UInt64, report: @escaping (PatternServer.Outcome) -> Void) {
+    init(sendCount: Int, sendSeed: UInt64, receiveCount: Int, receiveSeed: UInt64,
+         report: @escaping (PatternServer.Outcome) -> Void, sent: @escaping (Int) -> Void) {
         self.sendCount = sendCount
+        self.remaining = sendCount
         self.receiveCount = receiveCount
         self.send = PatternStream(seed: sendSeed)
         self.expect = PatternStream(seed: receiveSeed)
         self.report = report
+        self.didSend = sent
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        var remaining = self.sendCount
-        while remaining > 0 {
-            let n = min(remaining, 64 * 1024)
-            context.write(self.wrapOutboundOut(self.send.buffer(n)), promise: nil)
-            remaining -= n
+        self.pump(context: context)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.pump(context: context)
+    }
+
+    /// Write 64 KiB chunks while the socket takes them; the rest waits for writability.
+    private func pump(context: ChannelHandlerContext) {
+        while self.remaining > 0 && context.channel.isWritable {
+            let n = min(self.remaining, 64 * 1024)
+            self.remaining -= n
+            context.writeAndFlush(self.wrapOutboundOut(self.send.buffer(n))).whenSuccess { self.didSend(n) }
         }
+        guard self.remaining == 0, !self.sent else { return }
+        self.sent = true
         context.writeAndFlush(self.wrapOutboundOut(ByteBuffer())).whenComplete { _ in
-            self.sent = true
             self.maybeClose(context: context)
         }
     }
@@ -136,7 +156,7 @@ private final class PatternHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func maybeClose(context: ChannelHandlerContext) {
-        if self.sent && self.received >= self.receiveCount {
+        if self.sent && self.remaining == 0 && self.received >= self.receiveCount {
             self.finish()
             context.close(promise: nil)
         }
