@@ -33,6 +33,11 @@ import TorCrypto
         #expect(atClient.netinfo.myAddresses == [responderAddress] && atClient.netinfo.otherAddress == initiatorAddress)
         #expect(atClient.clockSkew == 0)
         #expect(pair.initiator.isOpen && pair.responder.isOpen)
+        // Channel reuse checks (e.g. for EXTEND2): the proven identities satisfy what names them.
+        #expect(expectedResponder.isSatisfied(by: atClient.identity))
+        #expect(ExpectedPeerIdentity(rsaIdentity: responderKeys.fingerprint).isSatisfied(by: atClient.identity))
+        #expect(!ExpectedPeerIdentity(rsaIdentity: initiatorKeys.fingerprint).isSatisfied(by: atClient.identity))
+        #expect(!expectedResponder.isSatisfied(by: atRelay.identity) && ExpectedPeerIdentity.any.isSatisfied(by: nil))
     }
 
     @Test func clientSendsExactlyVersionsThenNetinfo() throws {

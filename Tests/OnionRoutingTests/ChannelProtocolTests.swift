@@ -102,6 +102,8 @@ import TorCrypto
         flight.insert(try linkCell(.vpadding(length: 3)), at: 1)
         flight.insert(try linkCell(.padding), at: 3)
         flight.insert(try linkCell(.vpadding(length: 0)), at: 5)
+        // AUTHORIZE (132) was reserved and never specified: ignored like any unknown variable-length cell.
+        flight.insert(ChannelCell(circuitID: 0, command: .authorize, payload: ByteBuffer(bytes: [1, 2, 3])), at: 6)
         var client = clientMachine()
         _ = client.start(now: now)
         #expect(client.receive(try encodeLinkCells(flight), now: now).openedPeer != nil)

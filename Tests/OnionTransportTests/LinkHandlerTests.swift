@@ -41,6 +41,46 @@ import TorCrypto
         await server.close()
     }
 
+    /// 20 000 RELAY cells (10 MB) over real TLS arrive complete and in order, split however TCP and TLS
+    /// records split them.
+    @Test func manyCellsArriveCompleteAndInOrder() async throws {
+        let keys = try Self.relay.get()
+        let server = try await LinkTestServer(keys: keys)
+        let client = try await LinkTestClient.connect(port: server.port, endpoint: .client(expecting: .any))
+        _ = try await client.opened.futureResult.get(within: 30, "client link open")
+        let serverSide = try await server.recorder(0)
+        _ = try await serverSide.opened.futureResult.get(within: 30, "server link open")
+
+        let count = 20_000
+        final class Tally: @unchecked Sendable { var next = 0; var outOfOrder = 0 }
+        let tally = Tally()
+        let done = serverSide.channel.eventLoop.makePromise(of: Void.self)
+        try await serverSide.channel.eventLoop.submit {
+            serverSide.onCell = { cell in
+                if cell.payload.getInteger(at: 0, as: UInt32.self) != UInt32(tally.next) { tally.outOfOrder += 1 }
+                tally.next += 1
+                if tally.next == count { done.succeed(()) }
+            }
+        }.get()
+        let started = ContinuousClock.now
+        try await client.channel.eventLoop.submit {
+            for i in 0..<count {
+                var payload = ByteBuffer(repeating: 0, count: 509)
+                payload.setInteger(UInt32(i), at: 0)
+                client.channel.write(ChannelCell(circuitID: 0x8000_0001, command: .relay, payload: payload), promise: nil)
+                if i % 64 == 63 { client.channel.flush() }
+            }
+            client.channel.flush()
+        }.get()
+        try await done.futureResult.get(within: 60, "\(count) cells at the server")
+        let elapsed = ContinuousClock.now - started
+        #expect(tally.next == count && tally.outOfOrder == 0)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print("LinkHandler loopback: \(count) cells in \(elapsed), \(Int(Double(count * 514) / seconds / 1e6)) MB/s (debug build)")
+        try await client.channel.close()
+        await server.close()
+    }
+
     @Test func relayInitiatorAuthenticatesOverRealTLS() async throws {
         let keys = try Self.relay.get(), mine = try Self.otherRelay.get()
         let server = try await LinkTestServer(keys: keys)
@@ -108,9 +148,14 @@ final class LinkRecorder: ChannelInboundHandler, @unchecked Sendable {
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// Called with every circuit cell, on the event loop.
+    var onCell: (@Sendable (ChannelCell) -> Void)?
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let cell = unwrapInboundIn(data)
+        onCell?(cell)
         if !sawCell { sawCell = true; firstCell.succeed(cell) }
+        context.fireChannelRead(data)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) { finish(error) }
@@ -141,7 +186,8 @@ final class LinkTestServer: @unchecked Sendable {
     private let recorders: RecorderSlots
     var port: Int { channel.localAddress!.port! }
 
-    init(keys: RelayKeys) async throws {
+    /// - Parameter relay: also run an `OnionRelay` on each accepted link, so circuits can end here.
+    init(keys: RelayKeys, relay: Bool = false) async throws {
         let tls = try TLSContext.server(privateKeyPEM: String(decoding: try keys.linkKey.pem(), as: UTF8.self),
                                         certificatePEM: certificatePEM(keys.linkCert.der))
         let config = ChannelConfiguration(endpoint: .responder(keys))
@@ -157,6 +203,7 @@ final class LinkTestServer: @unchecked Sendable {
                         LinkHandler(configuration: config, localAddresses: [.ipv4(IPv4Address(127, 0, 0, 1))]),
                         recorder,
                     ])
+                    if relay { try child.pipeline.syncOperations.addHandler(RelayDriver(keys: keys)) }
                     recorders.add(recorder)
                 }
             }
@@ -188,11 +235,12 @@ struct LinkTestClient {
     let opened: EventLoopPromise<ChannelPeer>
     let recorder: LinkRecorder
 
-    static func connect(port: Int, endpoint: ChannelEndpoint,
-                        handshakeTimeout: TimeAmount = .seconds(30)) async throws -> LinkTestClient {
+    static func connect(port: Int, endpoint: ChannelEndpoint, handshakeTimeout: TimeAmount = .seconds(30),
+                        onCell: (@Sendable (ChannelCell) -> Void)? = nil) async throws -> LinkTestClient {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let opened = loop.makePromise(of: ChannelPeer.self)
         let recorder = LinkRecorder(eventLoop: loop)
+        recorder.onCell = onCell
         let tls = try TLSContext.client()
         let config = ChannelConfiguration(endpoint: endpoint)
         let channel = try await ClientBootstrap(group: loop)
@@ -207,5 +255,34 @@ struct LinkTestClient {
             }
             .connect(host: "127.0.0.1", port: port).get()
         return LinkTestClient(channel: channel, opened: opened, recorder: recorder)
+    }
+}
+
+/// Runs an `OnionRelay` over one link: the open event registers the channel (with the peer's proven
+/// identity, or none for a client), circuit cells go in, cells the relay sends go out on the same link.
+/// Enough for circuits that end here (CREATE2 answered with CREATED2); no extending or exiting.
+final class RelayDriver: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ChannelCell
+    typealias OutboundOut = ChannelCell
+
+    private var relay: OnionRelay
+    private let id = ChannelID(1)
+
+    init(keys: RelayKeys) {
+        relay = OnionRelay(configuration: OnionRelayConfiguration(identity: keys.fingerprint, ntorKeys: [keys.ntorKey]))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let opened = event as? LinkOpened {
+            relay.channelOpened(id, role: .responder, peerIdentity: opened.peer.identity?.rsaIdentity)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        for action in relay.receive(unwrapInboundIn(data), on: id) {
+            if case .send(let cell, _) = action { context.write(wrapOutboundOut(cell), promise: nil) }
+        }
+        context.flush()
     }
 }

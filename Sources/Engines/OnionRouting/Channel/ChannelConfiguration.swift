@@ -13,6 +13,14 @@ public struct ExpectedPeerIdentity: Hashable, Sendable {
         self.ed25519Identity = ed25519Identity
     }
 
+    /// Whether `identity` (proven by a CERTS cell) has every identity this expectation names. Also how an
+    /// extending relay decides whether an open channel can serve an EXTEND2 target.
+    public func isSatisfied(by identity: VerifiedPeerIdentity?) -> Bool {
+        guard let identity else { return rsaIdentity == nil && ed25519Identity == nil }
+        return (rsaIdentity.map { $0 == identity.rsaIdentity } ?? true)
+            && (ed25519Identity.map { $0 == identity.ed25519Identity } ?? true)
+    }
+
     /// Accept whichever relay answers (bootstrapping, tests). Clients building circuits always know the
     /// first hop's fingerprint and should pass it.
     public static let any = ExpectedPeerIdentity(rsaIdentity: nil, ed25519Identity: nil)

@@ -163,7 +163,7 @@ public struct ChannelStateMachine {
             }
             guard case .cell(let cell) = next else { break }
             if case .open = state {
-                actions += receiveOpen(cell)
+                receiveOpen(cell, into: &actions)
             } else {
                 recordReceived(cell)
                 actions += receiveHandshake(cell, now: now)
@@ -281,9 +281,7 @@ public struct ChannelStateMachine {
         case .client(let e), .relayInitiator(_, let e): expected = e
         case .responder: return close(.unexpectedCell(.certs, state: stateDescription))
         }
-        let rsaOK = expected.rsaIdentity.map { $0 == identity.rsaIdentity } ?? true
-        let edOK = expected.ed25519Identity.map { $0 == identity.ed25519Identity } ?? true
-        guard rsaOK, edOK else {
+        guard expected.isSatisfied(by: identity) else {
             return close(.wrongIdentity(
                 expected: expected,
                 actual: ExpectedPeerIdentity(rsaIdentity: identity.rsaIdentity, ed25519Identity: identity.ed25519Identity)))
@@ -374,17 +372,18 @@ public struct ChannelStateMachine {
 
     // MARK: open channel
 
-    private mutating func receiveOpen(_ cell: ChannelCell) -> [ChannelAction] {
+    /// The hot path once open: no parsing (the circuit layer parses what it needs), no transcript.
+    private mutating func receiveOpen(_ cell: ChannelCell, into actions: inout [ChannelAction]) {
         switch cell.command {
         case .relay, .relayEarly, .destroy, .create2, .created2, .createFast, .createdFast, .create, .created:
-            return [.circuitCell(cell)]
+            actions.append(.circuitCell(cell))
         case .padding, .vpadding, .paddingNegotiate:
             // We send no link padding, so a peer's padding negotiation needs no answer.
-            return []
+            break
         case let command where Self.isLinkCommand(command):
-            return close(.unexpectedCell(command, state: "open"))
+            actions += close(.unexpectedCell(command, state: "open"))
         default:
-            return []  // unknown command: ignored, per tor-spec
+            break  // unknown command (e.g. AUTHORIZE): ignored, per tor-spec
         }
     }
 
@@ -393,7 +392,7 @@ public struct ChannelStateMachine {
     /// Link-handshake commands: never valid on an open channel, never valid with a circuit ID.
     private static func isLinkCommand(_ command: ChannelCommand) -> Bool {
         switch command {
-        case .versions, .certs, .authChallenge, .authenticate, .netinfo, .authorize: return true
+        case .versions, .certs, .authChallenge, .authenticate, .netinfo: return true
         default: return false
         }
     }
