@@ -232,6 +232,36 @@ import TorCrypto
         }
     }
 
+    @Test func applicationProducerIsPacedByTheWindow() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let size = 4 << 20
+        let producer = PacedProducer(total: size)
+        let relays = try await OurRelays.start(group: group, application: producer)
+        defer { Task { try? await group.shutdownGracefully() } }
+
+        let (received, mismatch) = try await withDeadline(120, "4 MiB of DB_DATA") {
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let circuit = try await client.buildCircuit(through: relays.path)
+            let stream = try await circuit.openApplicationStream()
+            try await stream.send(command: .dbQuery, body: ByteBuffer(string: "all of it"))
+            var check = PatternStream(seed: 21)
+            var received = 0
+            var mismatch: Int?
+            for try await message in stream {
+                if message.command == .dbEnd { break }
+                if mismatch == nil, let at = check.check(message.body) { mismatch = received + at }
+                received += message.body.readableBytes
+            }
+            await client.close()
+            return (received, mismatch)
+        }
+        #expect(received == size)
+        #expect(mismatch == nil)
+        // 4 MiB cannot fit the 1000-cell circuit window: the producer had to wait at least once.
+        #expect(producer.pauses.withLockedValue { $0 } > 0)
+        await relays.shutdown()
+    }
+
     @Test func wrongFirstHopIdentityFailsTheLink() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let relays = try await OurRelays.start(group: group)
@@ -247,6 +277,46 @@ import TorCrypto
 
 /// Answers DB_QUERY at the exit with the query bytes reversed as DB_DATA, then DB_END: the shape of
 /// the Peersm facilitator's exchange, exercised through the real hook.
+/// Answers one DB_QUERY with `total` bytes of DB_DATA, produced in 64 KiB pieces only while
+/// `sendApplicationMessage` says the stream has room, resuming on `streamWritable`.
+final class PacedProducer: OnionRelayApplication, @unchecked Sendable {
+    let total: Int
+    private var pattern = PatternStream(seed: 21)
+    private var produced = 0
+    private var target: (RelayCircuitID, UInt16)?
+    let pauses = NIOLockedValueBox(0)
+
+    init(total: Int) { self.total = total }
+
+    func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, stream: UInt16, received command: RelayCommand, body: ByteBuffer) {
+        guard command == .dbQuery, self.target == nil else { return }
+        self.target = (circuit, stream)
+        self.produce(server)
+    }
+
+    func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamWritable stream: UInt16) {
+        self.produce(server)
+    }
+
+    private func produce(_ server: OnionRelayServer) {
+        guard let (circuit, stream) = self.target else { return }
+        do {
+            while self.produced < self.total {
+                let n = min(64 * 1024, self.total - self.produced)
+                self.produced += n
+                if !(try server.sendApplicationMessage(circuit, stream: stream, command: .dbData, body: self.pattern.buffer(n))) {
+                    self.pauses.withLockedValue { $0 += 1 }
+                    return
+                }
+            }
+            try server.sendApplicationMessage(circuit, stream: stream, command: .dbEnd, body: ByteBuffer())
+            self.target = nil
+        } catch {
+            Issue.record("producing failed: \(error)")
+        }
+    }
+}
+
 final class EchoApplication: OnionRelayApplication, @unchecked Sendable {
     let queries = NIOLockedValueBox(0)
     private var pending: [String: ByteBuffer] = [:]

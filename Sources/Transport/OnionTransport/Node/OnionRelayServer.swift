@@ -76,9 +76,12 @@ public protocol OnionRelayApplication: AnyObject {
     func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamClosed stream: UInt16, reason: EndReason)
     /// The circuit is gone; forget everything about it.
     func relay(_ server: OnionRelayServer, circuitClosed circuit: RelayCircuitID, reason: DestroyReason)
+    /// A stream on which `sendApplicationMessage` returned false has drained below the limit: send more.
+    func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamWritable stream: UInt16)
 }
 
 extension OnionRelayApplication {
+    public func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamWritable stream: UInt16) {}
     public func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamClosed stream: UInt16, reason: EndReason) {}
     public func relay(_ server: OnionRelayServer, circuitClosed circuit: RelayCircuitID, reason: DestroyReason) {}
 }
@@ -114,6 +117,8 @@ public final class OnionRelayServer: @unchecked Sendable {
     private var exits: [ExitKey: ExitStream] = [:]
     /// Exit streams that stopped reading their socket for lack of window.
     private var blockedExitReads: Set<ExitKey> = []
+    /// Application streams told to wait (`sendApplicationMessage` returned false).
+    private var blockedApplicationStreams: Set<ExitKey> = []
     private let tlsServer: TLSContext
     private var isShutDown = false
 
@@ -215,11 +220,18 @@ public final class OnionRelayServer: @unchecked Sendable {
     // MARK: application API (event loop only)
 
     /// Send a relay message toward the client of `circuit` on `stream` (0: circuit level). DB_DATA and
-    /// DATA are flow-controlled: what exceeds the window waits in the circuit's queue; watch
-    /// `queuedBytes` to pace a large response. Call on `eventLoop`.
-    public func sendApplicationMessage(_ circuit: RelayCircuitID, stream: UInt16, command: RelayCommand, body: ByteBuffer) throws {
+    /// DATA are flow-controlled: what exceeds the window waits in the circuit's queue. Returns false
+    /// once more than `exitReadPauseBytes` wait on the stream: stop producing until the delegate's
+    /// `streamWritable` callback. Call on `eventLoop`.
+    @discardableResult
+    public func sendApplicationMessage(_ circuit: RelayCircuitID, stream: UInt16, command: RelayCommand, body: ByteBuffer) throws -> Bool {
         self.eventLoop.preconditionInEventLoop()
         self.perform(try self.relay.sendApplicationMessage(circuit, streamID: stream, command: command, body: body))
+        guard self.relay.queuedBytes(circuit, streamID: stream) < self.configuration.exitReadPauseBytes else {
+            self.blockedApplicationStreams.insert(ExitKey(circuit: circuit, stream: stream))
+            return false
+        }
+        return true
     }
 
     /// End an application stream with RELAY_END. Call on `eventLoop`.
@@ -368,7 +380,22 @@ public final class OnionRelayServer: @unchecked Sendable {
         return false
     }
 
+    private func resumeApplicationStreams() {
+        guard !self.blockedApplicationStreams.isEmpty else { return }
+        for key in self.blockedApplicationStreams {
+            guard self.relay.hasCircuit(key.circuit) else {
+                self.blockedApplicationStreams.remove(key)
+                continue
+            }
+            if self.relay.queuedBytes(key.circuit, streamID: key.stream) < self.configuration.exitReadPauseBytes {
+                self.blockedApplicationStreams.remove(key)
+                self.application?.relay(self, circuit: key.circuit, streamWritable: key.stream)
+            }
+        }
+    }
+
     private func resumeExitReads() {
+        self.resumeApplicationStreams()
         guard !self.blockedExitReads.isEmpty else { return }
         for key in self.blockedExitReads {
             guard let exit = self.exits[key] else {
