@@ -285,7 +285,11 @@ public final class OnionCircuit: @unchecked Sendable {
     private func makeDataInbox(_ sid: UInt16) -> Inbox<ByteBuffer> {
         let inbox = Inbox<ByteBuffer>(
             eventLoop: self.eventLoop, highWatermark: self.client.readBufferLimit,
-            lowWatermark: self.client.readBufferLimit / 4) { $0.readableBytes }
+            lowWatermark: self.client.readBufferLimit / 4,
+            merge: { into, next in
+                var next = next
+                into.writeBuffer(&next)
+            }) { $0.readableBytes }
         inbox.onPressure = { [unowned self] paused in
             let actions = (try? self.client.withCircuit(self) { try $0.setStreamPaused(sid, paused) }) ?? []
             self.client.perform(self.id, actions)
