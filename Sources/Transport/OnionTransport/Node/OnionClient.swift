@@ -98,8 +98,10 @@ public final class OnionClient: @unchecked Sendable {
     }
 
     /// Build a circuit through `path` (`path[0]` must be this client's first hop). Returns once every
-    /// hop answered.
-    public func buildCircuit(through path: [CircuitHop], timeout: TimeAmount = .seconds(60)) async throws -> OnionCircuit {
+    /// hop answered. `firstHop: .createFast` skips ntor with the first hop (the TLS link authenticated it).
+    public func buildCircuit(
+        through path: [CircuitHop], firstHop: FirstHopHandshake = .ntor, timeout: TimeAmount = .seconds(60)
+    ) async throws -> OnionCircuit {
         let future: EventLoopFuture<OnionCircuit> = self.eventLoop.flatSubmit {
             if let error = self.closedError { return self.eventLoop.makeFailedFuture(error) }
             guard let first = path.first, first.ntorKey == self.firstHop.ntorKey else {
@@ -107,7 +109,7 @@ public final class OnionClient: @unchecked Sendable {
             }
             let id: UInt32
             let actions: [ClientCircuitAction]
-            do { (id, actions) = try self.mux.buildCircuit(path: path) } catch let error as ClientCircuitError {
+            do { (id, actions) = try self.mux.buildCircuit(path: path, firstHop: firstHop) } catch let error as ClientCircuitError {
                 return self.eventLoop.makeFailedFuture(OnionClientError.refused(error))
             } catch {
                 return self.eventLoop.makeFailedFuture(OnionClientError.refused(.noFreeStreamID))
