@@ -196,6 +196,11 @@ public final class OnionRelayServer: @unchecked Sendable {
         try await self.eventLoop.submit { self.relay.circuitCount }.get()
     }
 
+    /// Links (TLS connections) currently held, open or in their handshake.
+    public func linkCount() async throws -> Int {
+        try await self.eventLoop.submit { self.links.count }.get()
+    }
+
     /// RSA identities of the relays we have an open, authenticated link with (either direction).
     public func linkedRelayIdentities() async throws -> Set<RSAIdentity> {
         try await self.eventLoop.submit {
