@@ -292,7 +292,8 @@ public final class OnionCircuit: @unchecked Sendable {
                 var next = next
                 into.writeBuffer(&next)
             }) { $0.readableBytes }
-        inbox.onPressure = { [unowned self] paused in
+        inbox.onPressure = { [weak self] paused in
+            guard let self else { return }
             let actions = (try? self.client.withCircuit(self) { try $0.setStreamPaused(sid, paused) }) ?? []
             self.client.perform(self.id, actions)
         }

@@ -509,7 +509,8 @@ private final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = ByteBuffer
 
     let key: OnionRelayServer.ExitKey
-    unowned let server: OnionRelayServer
+    /// Weak: a connection may outlive a shut-down server by a few events.
+    weak var server: OnionRelayServer?
     private(set) var channel: Channel?
     private var context: ChannelHandlerContext?
     private var flushScheduled = false
@@ -552,19 +553,19 @@ private final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.server.exitRead(self.key, self.unwrapInboundIn(data))
+        self.server?.exitRead(self.key, self.unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if self.server.exitMayRead(self.key) { context.read() }
+        if self.server?.exitMayRead(self.key) == true { context.read() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.server.exitWritabilityChanged(self.key, writable: context.channel.isWritable)
+        self.server?.exitWritabilityChanged(self.key, writable: context.channel.isWritable)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.server.exitClosed(self.key)
+        self.server?.exitClosed(self.key)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
