@@ -68,12 +68,20 @@ final class PatternServer: @unchecked Sendable {
     /// this shows whether the reader applies backpressure).
     let sentBytes: NIOLockedValueBox<Int>
 
-    static func start(group: EventLoopGroup, sendCount: Int, sendSeed: UInt64, receiveCount: Int, receiveSeed: UInt64) async throws -> PatternServer {
+    /// - Parameter readDelay: do not read from a connection for this long (a slow destination).
+    static func start(group: EventLoopGroup, sendCount: Int, sendSeed: UInt64, receiveCount: Int, receiveSeed: UInt64,
+                      readDelay: TimeAmount? = nil) async throws -> PatternServer {
         let outcomes = NIOLockedValueBox<[Outcome]>([])
         let sent = NIOLockedValueBox(0)
         let channel = try await ServerBootstrap(group: group)
+            .childChannelOption(ChannelOptions.autoRead, value: readDelay == nil)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                if let readDelay {
+                    channel.eventLoop.scheduleTask(in: readDelay) {
+                        channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { channel.read() }
+                    }
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PatternHandler(
                         sendCount: sendCount, sendSeed: sendSeed, receiveCount: receiveCount, receiveSeed: receiveSeed,
                         report: { outcome in outcomes.withLockedValue { $0.append(outcome) } },
