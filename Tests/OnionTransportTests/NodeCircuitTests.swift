@@ -267,6 +267,27 @@ import TorCrypto
         await relays.shutdown()
     }
 
+    /// EXTEND2 reuses an open link to the same relay instead of opening one per circuit.
+    @Test func extendReusesTheOpenLinkToTheNextRelay() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let relays = try await OurRelays.start(group: group)
+        defer { Task { try? await group.shutdownGracefully() } }
+        let (links, circuits) = try await withDeadline(60, "three circuits") {
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            var built: [OnionCircuit] = []
+            for _ in 0..<3 { built.append(try await client.buildCircuit(through: relays.path)) }
+            let links = try await relays.middle.linkCount()
+            let circuits = try await relays.middle.circuitCount()
+            await client.close()
+            return (links, circuits)
+        }
+        // The middle holds one link from the guard and one to the exit, carrying all three circuits.
+        #expect(links == 2)
+        #expect(circuits == 3)
+        #expect(try await relays.middle.linkedRelayIdentities() == [relays.guardRelay.descriptor.ntorKey.identity, relays.exit.descriptor.ntorKey.identity])
+        await relays.shutdown()
+    }
+
     @Test func nonLoopbackBindNeedsExplicitSetting() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { Task { try? await group.shutdownGracefully() } }
