@@ -75,4 +75,19 @@ import TorCrypto
         #expect(try await self.waitForLinks(relay, toBe: 0, within: 5) == 0)
         await relay.shutdown()
     }
+
+    @Test func linksBeyondTheLimitAreRefused() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { Task { try? await group.shutdownGracefully() } }
+        let keys = try RelayKeys.generate(now: Date())
+        let relay = try await OnionRelayServer.start(OnionRelayServerConfiguration(keys: keys, maximumLinks: 1), on: group.next())
+        let first = try await withDeadline(20, "first client") { try await OnionClient.connect(to: relay.descriptor, on: group.next()) }
+        // The second connection is closed at accept, before TLS: the client sees its link fail.
+        await #expect(throws: OnionClientError.self) {
+            _ = try await withDeadline(20, "second client") { try await OnionClient.connect(to: relay.descriptor, on: group.next()) }
+        }
+        #expect(try await relay.linkCount() == 1)
+        await first.close()
+        await relay.shutdown()
+    }
 }

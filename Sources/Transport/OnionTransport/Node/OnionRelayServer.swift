@@ -32,6 +32,8 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var linkHandshakeTimeout: TimeAmount
     /// Stop reading an exit's TCP socket while this many bytes wait for circuit/stream window.
     public var exitReadPauseBytes: Int
+    /// Inbound connections beyond this many held links are refused (closed at accept).
+    public var maximumLinks: Int
 
     public init(
         keys: RelayKeys, host: String = "127.0.0.1", port: Int = 0, webSocketPort: Int? = nil,
@@ -39,7 +41,8 @@ public struct OnionRelayServerConfiguration: Sendable {
         exitPolicy: AddressPolicy = .rejectAll, extendAllowPrivateAddresses: Bool = false,
         allowSingleHopExits: Bool = false, minimumSendmeVersion: UInt8 = 1,
         applicationCommands: ClosedRange<UInt8> = 80...85, exitConnectTimeout: TimeAmount = .seconds(10),
-        linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int = 128 * 1024
+        linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int = 128 * 1024,
+        maximumLinks: Int = 4096
     ) {
         self.keys = keys
         self.host = host
@@ -54,12 +57,14 @@ public struct OnionRelayServerConfiguration: Sendable {
         self.exitConnectTimeout = exitConnectTimeout
         self.linkHandshakeTimeout = linkHandshakeTimeout
         self.exitReadPauseBytes = exitReadPauseBytes
+        self.maximumLinks = maximumLinks
     }
 }
 
 public enum OnionRelayServerError: Error, Equatable, Sendable {
     case nonLoopbackBindNotAllowed(String)
-    case notOnEventLoop
+    /// An inbound connection arrived while `maximumLinks` links were held.
+    case tooManyLinks
 }
 
 /// The application hook of a relay: receives the relay messages whose command is in
@@ -266,6 +271,10 @@ public final class OnionRelayServer: @unchecked Sendable {
 
     private func acceptLink(_ channel: Channel) throws {
         guard !self.isShutDown else { throw ChannelError.ioOnClosedChannel }
+        guard self.links.count < self.configuration.maximumLinks else {
+            self.logger.warning("refusing a link: \(self.links.count) links held (maximumLinks)")
+            throw OnionRelayServerError.tooManyLinks
+        }
         let endpoint = ChannelEndpoint.responder(self.configuration.keys)
         let link = OnionLink(id: self.allocateChannelID(), endpoint: endpoint, delegate: self)
         self.links[link.id] = link
