@@ -109,6 +109,8 @@ let package = Package(
             name: "Facilitator",
             dependencies: [
                 "OnionRouting", "OnionTransport", "PeersmProtocol", "TorrentEngine", "Blocklists",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -116,7 +118,8 @@ let package = Package(
         .target(
             name: "Requester",
             dependencies: [
-                "OnionRouting", "OnionTransport", "PeersmProtocol",
+                "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCells", "TorCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Services/Requester"),
@@ -136,8 +139,10 @@ let package = Package(
         .executableTarget(
             name: "peersm",
             dependencies: [
-                "Requester", "Facilitator",
+                "Requester", "Facilitator", "TorrentEngine", "OnionRouting", "PeersmProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Executables/peersm"),
@@ -162,7 +167,12 @@ let package = Package(
         .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
         .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TestSupport"]),
-        .testTarget(name: "FacilitatorTests", dependencies: ["Facilitator", "Requester", "TestSupport"]),
+        .testTarget(
+            name: "FacilitatorTests",
+            dependencies: [
+                "Facilitator", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol", "OnionRouting",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
+            ]),
         .testTarget(name: "InteropTests", dependencies: ["OnionTransport", "OnionRouting", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
