@@ -196,7 +196,7 @@ public struct Requester: Sendable {
             try await stream.send(.query(.info(name, counter: requester.options.counter, nonce: .random())))
             var info: FileInfo?
             for try await message in stream.inbound {
-                switch try decode(message, stream) {
+                switch try await decode(message, stream) {
                 case .connected(.progress(let state)):
                     progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
                 case .connected(.fileInfo(let fileInfo)) where info == nil:
@@ -245,7 +245,7 @@ public struct Requester: Sendable {
             var window = DBReceiveWindow()
             try await stream.send(.query(query))
             for try await message in stream.inbound {
-                switch try decode(message, stream) {
+                switch try await decode(message, stream) {
                 case .connected(.progress(let state)):
                     progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
                 case .data(let data):
