@@ -23,10 +23,10 @@ struct Demo: AsyncParsableCommand {
             such a namespace the demo refuses unless you pass --outside-private-namespace.
             """)
 
-    @Option(help: "Size of the test file in MiB.")
+    @Option(name: .customLong("size-mib"), help: "Size of the test file in MiB.")
     var sizeMiB = 32
 
-    @Option(help: "Torrent piece size in KiB.")
+    @Option(name: .customLong("piece-kib"), help: "Torrent piece size in KiB.")
     var pieceKiB = 256
 
     @Option(help: "Seeder: aria2 or libtorrent (default: aria2 if aria2c is installed).")
@@ -137,8 +137,13 @@ struct Demo: AsyncParsableCommand {
 }
 
 enum DemoEnvironment {
+    /// Interfaces of this process's network namespace (/proc/self/net/dev follows the namespace;
+    /// /sys/class/net may show the host's).
     static func networkInterfaces() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []).sorted()
+        guard let text = try? String(contentsOfFile: "/proc/self/net/dev", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").dropFirst(2).compactMap { line in
+            line.split(separator: ":", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) }
+        }.sorted()
     }
 
     static func which(_ tool: String) -> String? {
@@ -276,10 +281,12 @@ final class DemoSeeder: @unchecked Sendable {
         return seeder
     }
 
+    /// SIGTERM, then SIGKILL after a grace period (aria2c can linger on SIGTERM).
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
-        process.waitUntilExit()
+        for _ in 0..<30 where process.isRunning { usleep(100_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     private static let libtorrentSeeder = """
