@@ -22,7 +22,9 @@ import Testing
         #expect(try Data(contentsOf: out) == Data(file))
         #expect(result.bytes == UInt64(file.count))
         #expect(result.fileInfo.publicKeyBytes == Array(rig.key.publicKey.rawRepresentation))
-        #expect(result.queries == 1 + Int((UInt64(file.count) + 486 * 2500 - 1) / (486 * 2500)))
+        let perQuery: Int = 486 * 2500
+        let dataQueries: Int = (file.count + perQuery - 1) / perQuery
+        #expect(result.queries == 1 + dataQueries)
         #expect(result.circuitsBuilt == 1)
         #expect(await rig.service.activeStreams == 0)
     }

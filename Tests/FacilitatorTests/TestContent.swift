@@ -6,8 +6,8 @@ import OnionRouting
 import PeersmProtocol
 import Requester
 
-extension LoopbackOnionNetwork: @retroactive FacilitatorTransport {}
-extension FacilitatorService: @retroactive LoopbackExitApplication {}
+extension LoopbackOnionNetwork: FacilitatorTransport {}
+extension FacilitatorService: LoopbackExitApplication {}
 
 /// Deterministic bytes (SplitMix64) so a mismatch anywhere is visible.
 func testBytes(_ count: Int, seed: UInt64) -> [UInt8] {
