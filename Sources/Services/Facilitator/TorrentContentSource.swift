@@ -6,8 +6,10 @@ import TorrentEngine
 /// The production `ContentSource`: the torrent engine, in free-rider mode. A hash_name is a 20-byte
 /// infohash or a magnet link (BEP 9; `x.pe` peers are used). The largest file of the torrent is served.
 ///
-/// An opened torrent stays in the engine for `linger` after its file is closed, so the data queries
-/// that follow an info query (and resumed queries) find the metadata without asking the swarm again.
+/// A torrent stays in the engine while a query uses it, and for `linger` after (0 by default): the
+/// engine does not re-download pieces it already relayed and dropped while the torrent stays open
+/// (`torrentFailed "already relayed"`), so a lingering torrent would break resumed queries. Without
+/// linger each query fetches the metadata again (one round trip to a peer that has it).
 public struct TorrentContentSource: ContentSource {
     public let engine: TorrentEngine
     public let linger: Duration
@@ -67,7 +69,8 @@ public struct TorrentContentSource: ContentSource {
     }
 }
 
-struct TorrentContentFile: ContentFile {
+final class TorrentContentFile: ContentFile, @unchecked Sendable {
+    // @unchecked: `held` is guarded by `lock`; everything else is immutable.
     let engine: TorrentEngine
     let torrent: TorrentID
     let name: String
@@ -76,20 +79,42 @@ struct TorrentContentFile: ContentFile {
     let mimeType: String
     let linger: Duration
     let peers: [PeerEndpoint]
+    private let lock = NSLock()
+    private var held = true
+
+    init(engine: TorrentEngine, torrent: TorrentID, name: String, fileIndex: Int, size: UInt64, mimeType: String,
+         linger: Duration, peers: [PeerEndpoint]) {
+        self.engine = engine
+        self.torrent = torrent
+        self.name = name
+        self.fileIndex = fileIndex
+        self.size = size
+        self.mimeType = mimeType
+        self.linger = linger
+        self.peers = peers
+    }
+
+    /// Our `open` reference, given back exactly once.
+    private func takeHold() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        let had = held
+        held = false
+        return had
+    }
 
     func read(_ range: Range<UInt64>) async throws -> AsyncThrowingStream<ByteBuffer, Error> {
-        let events: AsyncThrowingStream<TorrentStreamEvent, Error>
-        do {
-            events = try await engine.stream(name, offset: Int64(range.lowerBound), length: Int64(range.count),
-                                             fileIndex: fileIndex, peers: peers)
-        } catch {
-            throw TorrentContentSource.contentError(error)
-        }
-        var iterator = events.makeAsyncIterator()
+        let (engine, name, fileIndex, peers) = (self.engine, self.name, self.fileIndex, self.peers)
+        var iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.AsyncIterator?
         return AsyncThrowingStream(unfolding: {
             do {
-                while let event = try await iterator.next() {
-                    if case .data(let data) = event { return ByteBuffer(bytes: data) }
+                if iterator == nil { iterator = try await Self.startStream(engine, name, range, fileIndex, peers) }
+                while let event = try await iterator!.next() {
+                    if case .data(let data) = event {
+                        // The stream now holds the torrent: drop our hold so it goes when the stream ends.
+                        if self.takeHold() { await engine.close(self.torrent) }
+                        return ByteBuffer(bytes: data)
+                    }
                 }
                 return nil
             } catch {
@@ -98,8 +123,31 @@ struct TorrentContentFile: ContentFile {
         })
     }
 
+    /// Starts the range stream and waits for its `ready`. A resumed query may start while the stream it
+    /// replaces is still winding down and holding the torrent with pieces it already dropped; the
+    /// engine refuses such a range, so we retry for a short while until that torrent is gone.
+    private static func startStream(_ engine: TorrentEngine, _ name: String, _ range: Range<UInt64>, _ fileIndex: Int,
+                                    _ peers: [PeerEndpoint]) async throws -> AsyncThrowingStream<TorrentStreamEvent, Error>.AsyncIterator {
+        var attempt = 0
+        while true {
+            var iterator = try await engine.stream(name, offset: Int64(range.lowerBound), length: Int64(range.count),
+                                                   fileIndex: fileIndex, peers: peers).makeAsyncIterator()
+            do {
+                while let event = try await iterator.next() {
+                    if case .ready = event { return iterator }
+                }
+                throw ContentError(.destroyed, "the torrent stream ended before its range started")
+            } catch TorrentEngineError.torrentFailed(_, let reason) where reason.contains("already relayed") && attempt < 20 {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
     func close() async {
+        guard takeHold() else { return }
         let (engine, torrent, linger) = (self.engine, self.torrent, self.linger)
+        guard linger > .zero else { return await engine.close(torrent) }
         Task {
             try? await Task.sleep(for: linger)
             await engine.close(torrent)
