@@ -7,11 +7,12 @@
   leech    TORRENT DIR [--host H] [--port P] [--report FILE]      a plain leecher that connects to nobody by itself;
                                                        writes its payload/peer counters to FILE every 0.5 s
   download TORRENT DIR --peer HOST:PORT                sequential download from one peer; prints JSON timing
-  dht-node [--port P] [--node HOST:PORT]...            a DHT node (not read-only); with --announce HASH:PORT
-                                                       it announces that peer for that info-hash
+  dht-node [--port P] [--node HOST:PORT]... [--seed TORRENT DIR]
+                                                       a DHT node (not read-only); with --seed it also seeds
+                                                       TORRENT and announces itself for it on the DHT
 
 Every session: listens on 127.0.0.1 only, no LSD/UPnP/NAT-PMP, empty DHT bootstrap list, TCP only
-(uTP's congestion control throttles loopback; see docs), several connections per IP allowed.
+unless --utp (uTP's congestion control throttles loopback), several connections per IP allowed.
 """
 import argparse
 import json
@@ -22,7 +23,7 @@ import time
 import libtorrent as lt
 
 
-def base_settings(port=0, dht=False, host="127.0.0.1"):
+def base_settings(port=0, dht=False, host="127.0.0.1", utp=False):
     return {
         "listen_interfaces": "%s:%d" % (host, port),
         "enable_lsd": False,
@@ -30,8 +31,8 @@ def base_settings(port=0, dht=False, host="127.0.0.1"):
         "enable_natpmp": False,
         "enable_dht": dht,
         "dht_bootstrap_nodes": "",
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
+        "enable_outgoing_utp": utp,
+        "enable_incoming_utp": utp,
         "allow_multiple_connections_per_ip": True,
         "dht_restrict_routing_ips": False,
         "dht_restrict_search_ips": False,
@@ -83,7 +84,7 @@ def add_params(torrent, path, seed):
 
 
 def cmd_seed(a):
-    ses = lt.session(base_settings(a.port, host=a.host))
+    ses = lt.session(base_settings(a.port, host=a.host, utp=a.utp))
     ses.add_torrent(add_params(a.torrent, a.dir, True))
     print("LISTENING %d" % wait_listen(ses), flush=True)
     while True:
@@ -117,7 +118,7 @@ def cmd_leech(a):
 
 
 def cmd_download(a):
-    ses = lt.session(base_settings(0))
+    ses = lt.session(base_settings(0, utp=a.utp))
     p = add_params(a.torrent, a.dir, False)
     p.flags |= lt.torrent_flags.sequential_download
     host, port = a.peer.rsplit(":", 1)
@@ -143,18 +144,20 @@ def cmd_download(a):
 def cmd_dht_node(a):
     s = base_settings(a.port, dht=True)
     s["alert_mask"] = lt.alert.category_t.dht_notification | lt.alert.category_t.status_notification
+    s["dht_announce_interval"] = 5
     ses = lt.session(s)
     for n in a.node:
         host, port = n.rsplit(":", 1)
         ses.add_dht_node((host, int(port)))
+    if a.seed:
+        # Seeds over the DHT: announce_peer stores this node's own listen port for the info-hash.
+        p = add_params(a.seed[0], a.seed[1], True)
+        p.flags &= ~lt.torrent_flags.disable_dht
+        ses.add_torrent(p)
     print("LISTENING %d" % wait_listen(ses), flush=True)
     while True:
-        for ann in a.announce:
-            ih, port = ann.split(":")
-            ses.dht_announce(lt.sha1_hash(bytes.fromhex(ih)), int(port), 0)
-        for al in ses.pop_alerts():
-            pass
-        time.sleep(2)
+        ses.pop_alerts()
+        time.sleep(1)
 
 
 def main():
@@ -163,14 +166,14 @@ def main():
     m = sub.add_parser("make"); m.add_argument("content"); m.add_argument("out")
     m.add_argument("--piece-kib", type=int, default=256); m.add_argument("--tracker"); m.add_argument("--hybrid", action="store_true")
     s = sub.add_parser("seed"); s.add_argument("torrent"); s.add_argument("dir"); s.add_argument("--port", type=int, default=0)
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1"); s.add_argument("--utp", action="store_true")
     l = sub.add_parser("leech"); l.add_argument("torrent"); l.add_argument("dir"); l.add_argument("--port", type=int, default=0)
     l.add_argument("--host", default="127.0.0.1")
     l.add_argument("--report")
     d = sub.add_parser("download"); d.add_argument("torrent"); d.add_argument("dir"); d.add_argument("--peer", required=True)
-    d.add_argument("--timeout", type=float, default=600)
+    d.add_argument("--timeout", type=float, default=600); d.add_argument("--utp", action="store_true")
     n = sub.add_parser("dht-node"); n.add_argument("--port", type=int, default=0)
-    n.add_argument("--node", action="append", default=[]); n.add_argument("--announce", action="append", default=[])
+    n.add_argument("--node", action="append", default=[]); n.add_argument("--seed", nargs=2, metavar=("TORRENT", "DIR"))
     a = ap.parse_args()
     {"make": cmd_make, "seed": cmd_seed, "leech": cmd_leech, "download": cmd_download, "dht-node": cmd_dht_node}[a.cmd](a)
 

@@ -416,7 +416,14 @@ struct ct_session {
 
     std::mutex tm;                                       // guards the torrent maps and counters below
     uint64_t next_id = 1;
-    std::unordered_map<uint64_t, lt::torrent_handle> by_id;
+    // Per torrent: its handle, the hashes the store may know it by, and the pieces that passed
+    // their hash check (from piece_finished alerts), so reads need no round trip to libtorrent.
+    struct entry {
+        lt::torrent_handle h;
+        lt::sha1_hash v1, best;
+        std::set<int> verified;
+    };
+    std::unordered_map<uint64_t, entry> by_id;
     std::map<lt::torrent_handle, uint64_t> by_handle;  // kept until torrent_removed_alert
     int64_t removed_up = 0, removed_down = 0;
 
@@ -429,13 +436,32 @@ namespace {
 lt::torrent_handle find(ct_session *s, uint64_t id) {
     std::lock_guard<std::mutex> l(s->tm);
     auto it = s->by_id.find(id);
-    return it == s->by_id.end() ? lt::torrent_handle() : it->second;
+    return it == s->by_id.end() ? lt::torrent_handle() : it->second.h;
 }
 
 uint64_t id_of(ct_session *s, lt::torrent_handle const &h) {
     std::lock_guard<std::mutex> l(s->tm);
     auto it = s->by_handle.find(h);
     return it == s->by_handle.end() ? 0 : it->second;
+}
+
+// The store's keys for a torrent and whether a piece passed its hash check; false if unknown.
+bool lookup(ct_session *s, uint64_t id, int piece, lt::sha1_hash &a, lt::sha1_hash &b, bool &verified) {
+    std::lock_guard<std::mutex> l(s->tm);
+    auto it = s->by_id.find(id);
+    if (it == s->by_id.end()) return false;
+    a = it->second.v1;
+    b = it->second.best;
+    verified = it->second.verified.count(piece) != 0;
+    return true;
+}
+
+void mark(ct_session *s, uint64_t id, int piece, bool verified) {
+    std::lock_guard<std::mutex> l(s->tm);
+    auto it = s->by_id.find(id);
+    if (it == s->by_id.end()) return;
+    if (verified) it->second.verified.insert(piece);
+    else it->second.verified.erase(piece);
 }
 
 bool parse_hex20(const char *hex, lt::sha1_hash &out) {
@@ -459,7 +485,11 @@ int32_t add(ct_session *s, lt::add_torrent_params &p, int32_t keep_trackers, uin
                         "add_torrent: " + ec.message());
     std::lock_guard<std::mutex> l(s->tm);
     uint64_t const n = s->next_id++;
-    s->by_id[n] = h;
+    auto &e = s->by_id[n];
+    e.h = h;
+    lt::info_hash_t const ih = h.info_hashes();
+    e.v1 = ih.v1;
+    e.best = ih.get_best();
     s->by_handle[h] = n;
     if (id) *id = n;
     return CT_OK;
@@ -568,9 +598,17 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         return c;
     };
     switch (a->type()) {
-    case lt::metadata_received_alert::alert_type:
+    case lt::metadata_received_alert::alert_type: {
+        // A magnet may learn its v2 hash with the metadata: refresh the store keys.
+        lt::info_hash_t const ih = static_cast<lt::metadata_received_alert *>(a)->handle.info_hashes();
+        {
+            std::lock_guard<std::mutex> l(s->tm);
+            auto it = s->by_id.find(tid);
+            if (it != s->by_id.end()) { it->second.v1 = ih.v1; it->second.best = ih.get_best(); }
+        }
         out.push_back(blank(CT_ALERT_METADATA_RECEIVED, tid));
         break;
+    }
     case lt::metadata_failed_alert::alert_type: {
         ct_alert c = blank(CT_ALERT_METADATA_FAILED, tid);
         copy_str(c.message, a->message());
@@ -580,12 +618,14 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
     case lt::piece_finished_alert::alert_type: {
         ct_alert c = blank(CT_ALERT_PIECE_FINISHED, tid);
         c.piece = static_cast<int>(static_cast<lt::piece_finished_alert *>(a)->piece_index);
+        mark(s, tid, c.piece, true);
         out.push_back(c);
         break;
     }
     case lt::hash_failed_alert::alert_type: {
         ct_alert c = blank(CT_ALERT_HASH_FAILED, tid);
         c.piece = static_cast<int>(static_cast<lt::hash_failed_alert *>(a)->piece_index);
+        mark(s, tid, c.piece, false);
         copy_str(c.message, a->message());
         out.push_back(c);
         break;
@@ -827,7 +867,7 @@ int32_t ct_session_stats_get(ct_session *s, ct_session_stats *out, ct_error *err
         int64_t up, down;
         {
             std::lock_guard<std::mutex> l(s->tm);
-            for (auto &kv : s->by_id) hs.push_back(kv.second);
+            for (auto &kv : s->by_id) hs.push_back(kv.second.h);
             up = s->removed_up;
             down = s->removed_down;
         }
@@ -895,7 +935,7 @@ int32_t ct_remove_torrent(ct_session *s, uint64_t id, int32_t delete_files, ct_e
             std::lock_guard<std::mutex> l(s->tm);
             auto it = s->by_id.find(id);
             if (it == s->by_id.end()) return fail(err, CT_ENOTFOUND, "no such torrent");
-            h = it->second;
+            h = it->second.h;
             s->by_id.erase(it);
         }
         try {
@@ -1018,11 +1058,9 @@ int32_t ct_set_piece_priorities(ct_session *s, uint64_t id, int32_t first, int32
 
 int32_t ct_piece_ready(ct_session *s, uint64_t id, int32_t piece) {
     try {
-        lt::torrent_handle h = find(s, id);
-        if (!h.is_valid() || piece < 0) return 0;
-        if (!h.have_piece(lt::piece_index_t(piece))) return 0;
         lt::sha1_hash a, b;
-        hashes(h, a, b);
+        bool verified = false;
+        if (!s || !lookup(s, id, piece, a, b, verified) || !verified) return 0;
         return s->store && s->store->holds(a, b, piece) ? 1 : 0;
     } catch (...) {
         return 0;
@@ -1031,13 +1069,12 @@ int32_t ct_piece_ready(ct_session *s, uint64_t id, int32_t piece) {
 
 int32_t ct_read_piece(ct_session *s, uint64_t id, int32_t piece, uint8_t *buf, size_t cap, size_t *len, ct_error *err) {
     return guarded(err, [&]() -> int32_t {
-        lt::torrent_handle h = find(s, id);
-        if (!h.is_valid()) return fail(err, CT_ENOTFOUND, "no such torrent");
-        // Only verified pieces: the store also holds half-written ones.
-        if (piece < 0 || !h.have_piece(lt::piece_index_t(piece)))
-            return fail(err, CT_ENOTREADY, "piece not downloaded and verified");
         lt::sha1_hash a, b;
-        hashes(h, a, b);
+        bool verified = false;
+        if (!s || !lookup(s, id, piece, a, b, verified)) return fail(err, CT_ENOTFOUND, "no such torrent");
+        // Only verified pieces: the store also holds half-written ones. (Never libtorrent's
+        // read_piece: in 2.0.8 it stops the torrent when asked for a piece it lacks.)
+        if (!verified) return fail(err, CT_ENOTREADY, "piece not downloaded and verified");
         int32_t const rc = s->store ? s->store->read(a, b, piece, buf, cap, len) : CT_ENOTREADY;
         if (rc == CT_ENOTREADY) return fail(err, rc, "piece no longer held (released)");
         if (rc == CT_ESMALLBUF) return fail(err, rc, "buffer too small for the piece");
@@ -1047,10 +1084,10 @@ int32_t ct_read_piece(ct_session *s, uint64_t id, int32_t piece, uint8_t *buf, s
 
 int32_t ct_release_piece(ct_session *s, uint64_t id, int32_t piece, ct_error *err) {
     return guarded(err, [&]() -> int32_t {
-        lt::torrent_handle h = find(s, id);
-        if (!h.is_valid()) return fail(err, CT_ENOTFOUND, "no such torrent");
         lt::sha1_hash a, b;
-        hashes(h, a, b);
+        bool verified = false;
+        if (!s || !lookup(s, id, piece, a, b, verified)) return fail(err, CT_ENOTFOUND, "no such torrent");
+        mark(s, id, piece, false);
         if (s->store) s->store->release(a, b, piece);
         return CT_OK;
     });

@@ -125,3 +125,36 @@ public final class LocalTracker: @unchecked Sendable {
 
     public func stop() { process.stop() }
 }
+
+/// A small DHT on loopback: python3-libtorrent nodes (full nodes, not read-only) that know each
+/// other. With `seeding`, the last node also seeds that fixture and announces itself on the DHT
+/// (ordinary announce_peer), so it is found at `(127.0.0.1, seederPort)`.
+public final class LocalDHT: @unchecked Sendable {
+    public let nodes: [(host: String, port: UInt16)]
+    private let processes: [ChildProcess]
+
+    public var seederPort: UInt16? { seeding ? nodes.last?.port : nil }
+    private let seeding: Bool
+
+    public init(count: Int = 3, seeding fixture: TorrentFixture? = nil, directory: URL) async throws {
+        var nodes: [(String, UInt16)] = []
+        var processes: [ChildProcess] = []
+        for i in 0..<count {
+            let port = freePort()
+            var args = [TorrentFixture.peerScript, "dht-node", "--port", String(port)]
+            for n in nodes { args += ["--node", "\(n.0):\(n.1)"] }
+            if i == count - 1, let fixture {
+                args += ["--seed", fixture.torrentURL.path, fixture.contentDirectory.path]
+            }
+            let dir = directory.appendingPathComponent("dht-\(i)")
+            processes.append(try ChildProcess(TorrentFixture.python, args, directory: dir, name: "dht-node-\(i)"))
+            try await processes.last!.waitForLog(containing: "LISTENING", timeout: .seconds(20))
+            nodes.append(("127.0.0.1", port))
+        }
+        self.nodes = nodes
+        self.processes = processes
+        seeding = fixture != nil
+    }
+
+    public func stop() { processes.forEach { $0.stop() } }
+}
