@@ -270,6 +270,51 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         #expect(closedFailure(actions) == .extendRefused("no RSA identity link specifier"))
     }
 
+    @Test func resolveGetsTransientError() throws {
+        var hop = try RawHop()
+        var name = ByteBuffer()
+        name.writeString("example.com\0")
+        let cells = try hop.decrypt(try hop.send(RelayCell(command: .resolve, streamID: 5, data: name)))
+        #expect(cells.count == 1 && cells[0].command == .resolved && cells[0].streamID == 5)
+        #expect(cells.first?.data == ByteBuffer(bytes: [0xF0, 0, 0, 0, 0, 0]))
+    }
+
+    @Test func truncateDropsTheNextHopAndAnswersTruncated() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try CircuitBadInputFromNextHopTests().extended(&hop)
+        _ = try hop.decrypt(hop.relay.receive(
+            try ChannelCell(circuitID: nextID, message: .created2(Created2(handshakeData: ByteBuffer(bytes: [UInt8](repeating: 5, count: 64))))),
+            on: next))
+        let actions = try hop.send(.truncate)
+        #expect(destroyReason(actions, circuitID: nextID) == .requested)
+        #expect(try hop.decrypt(actions).map { try $0.message() } == [.truncated(.requested)])
+        #expect(hop.relay.hasCircuit(hop.circuit) && hop.relay.circuitCount(on: next) == 0)
+    }
+
+    // MARK: resource limits
+
+    @Test func circuitsPerChannelAreBounded() throws {
+        var hop = try RawHop { $0.maximumCircuitsPerChannel = 1 }  // the harness's circuit uses it
+        let (_, onionskin) = Ntor.clientStart(relay: hop.identity.ntor.publicKey)
+        let actions = hop.relay.receive(
+            try ChannelCell(circuitID: 0x8000_0400, message: .create2(Create2(handshakeType: 2, handshakeData: ByteBuffer(bytes: onionskin)))),
+            on: hop.channel)
+        #expect(destroyReason(actions, circuitID: 0x8000_0400) == .resourceLimit)
+    }
+
+    @Test func streamsPerCircuitAreBounded() throws {
+        var hop = try RawHop {
+            $0.exitPolicy = Self.acceptLocal
+            $0.maximumStreamsPerCircuit = 2
+        }
+        _ = try hop.send(.begin(try Begin(host: "127.0.0.1", port: 80)), stream: 1)
+        _ = try hop.send(.raw(.dbQuery, ByteBuffer(bytes: [0])), stream: 2)
+        let third = try hop.send(.begin(try Begin(host: "127.0.0.1", port: 80)), stream: 3)
+        #expect(try hop.decrypt(third).map { try $0.message() } == [.end(End(reason: .resourceLimit))])
+        let fourth = try hop.send(.raw(.dbQuery, ByteBuffer(bytes: [0])), stream: 4)
+        #expect(try hop.decrypt(fourth).map { try $0.message() } == [.end(End(reason: .resourceLimit))])
+    }
+
     // MARK: flow control
 
     /// Open an exit stream on the raw hop and answer its connect.
@@ -416,5 +461,67 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         var mux = ClientCircuitMultiplexer(rng: SeededRNG(1))
         let outcome = mux.receive(ChannelCell(circuitID: 0x8000_1234, command: .relay, payload: pattern(509, seed: 1)))
         #expect(outcome == .dropped(circuitID: 0x8000_1234, reason: "RELAY for an unknown circuit"))
+    }
+}
+
+@Suite struct CircuitBadInputFromNextHopTests {
+    /// Extend the raw hop's circuit toward a simulated next relay; returns the next channel and the
+    /// circuit ID the relay picked on it.
+    func extended(_ hop: inout RawHop) throws -> (ChannelID, UInt32) {
+        let nextIdentity = try RSAIdentity(bytes: [UInt8](repeating: 0x33, count: 20))
+        let extend = RelayMessage.extend2(Extend2(
+            linkSpecifiers: [.ipv4(IPv4Address(127, 0, 0, 9), port: 9001), .rsaIdentity(nextIdentity.bytes)],
+            handshakeType: 2, handshakeData: ByteBuffer(bytes: [UInt8](repeating: 0, count: 84))))
+        let asked = try hop.send(extend, early: true)
+        guard case .openChannel(let target, let circuit)? = asked.first else { throw TestError("\(asked)") }
+        #expect(target.rsaIdentity == nextIdentity && circuit == hop.circuit)
+        let next = ChannelID(2)
+        hop.relay.channelOpened(next, role: .initiator, peerIdentity: nextIdentity)
+        let sent = hop.relay.extendChannelReady(hop.circuit, channel: next)
+        guard case .send(let create, next)? = sent.first, create.command == .create2 else { throw TestError("\(sent)") }
+        #expect(create.circuitID & 0x8000_0000 != 0)  // we initiated that channel
+        return (next, create.circuitID)
+    }
+
+    /// A next hop answering CREATE2 with a reply too big for EXTENDED2 must not crash the relay.
+    @Test func oversizedCreated2FromNextHopDestroysBothWays() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try self.extended(&hop)
+        let big = ChannelCell(circuitID: nextID, command: .created2, payload: ByteBuffer(bytes: [0x01, 0xF4] + [UInt8](repeating: 1, count: 500)))
+        let actions = hop.relay.receive(big, on: next)
+        #expect(closedFailure(actions) == .malformed(.payloadTooLong(length: 502, limit: 498)))
+        #expect(destroyReason(actions, circuitID: hop.circuitID) == .protocol)
+        #expect(destroyReason(actions, circuitID: nextID) == .protocol)
+        #expect(hop.relay.circuitCount == 0 && hop.relay.circuitCount(on: next) == 0)
+    }
+
+    @Test func created2FromNextHopBecomesExtended2() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try self.extended(&hop)
+        let reply = try ChannelCell(circuitID: nextID, message: .created2(Created2(handshakeData: ByteBuffer(bytes: [UInt8](repeating: 5, count: 64)))))
+        let cells = try hop.decrypt(hop.relay.receive(reply, on: next))
+        #expect(try cells.map { try $0.message() } == [.extended2(Created2(handshakeData: ByteBuffer(bytes: [UInt8](repeating: 5, count: 64))))])
+        // A second EXTEND2 on the same circuit is refused.
+        let again = try hop.send(.extend2(Extend2(linkSpecifiers: [], handshakeType: 2, handshakeData: ByteBuffer())), early: true)
+        #expect(closedFailure(again) == .alreadyExtended)
+    }
+
+    @Test func destroyFromNextHopPropagatesReason() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let (next, nextID) = try self.extended(&hop)
+        let actions = hop.relay.receive(try ChannelCell(circuitID: nextID, message: .destroy(.orIdentity)), on: next)
+        #expect(destroyReason(actions, circuitID: hop.circuitID) == .orIdentity)
+        #expect(destroyReason(actions, circuitID: nextID) == nil)  // not echoed back
+        #expect(hop.relay.circuitCount == 0)
+    }
+
+    @Test func failedChannelOpenDestroysWithConnectFailed() throws {
+        var hop = try RawHop { $0.extendAllowPrivateAddresses = true }
+        let extend = RelayMessage.extend2(Extend2(
+            linkSpecifiers: [.ipv4(IPv4Address(127, 0, 0, 9), port: 9001), .rsaIdentity([UInt8](repeating: 0x33, count: 20))],
+            handshakeType: 2, handshakeData: ByteBuffer(bytes: [UInt8](repeating: 0, count: 84))))
+        _ = try hop.send(extend, early: true)
+        let actions = hop.relay.extendChannelFailed(hop.circuit)
+        #expect(destroyReason(actions, circuitID: hop.circuitID) == .connectFailed)
     }
 }

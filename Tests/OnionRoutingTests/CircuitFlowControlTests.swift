@@ -89,6 +89,8 @@ import TorCells
         #expect(throws: FlowControlViolation.unacceptableSendmeVersion(7)) {
             try lax.receivedSendme(.unrecognized(version: 7, data: ByteBuffer()))
         }
+        // An unauthenticated SENDME still may not push the window past its start.
+        #expect(throws: FlowControlViolation.sendmeOverflow(window: 1000)) { try lax.receivedSendme(.v0) }
     }
 
     @Test func unexpectedCircuitSendme() {

@@ -44,7 +44,7 @@ import TorCrypto
             return actions
         }
         net.run()
-        guard case .connect(let exitCircuit, let exitStream, _, _)? = net.relayActions(2).first else {
+        guard case .connect(let exitCircuit, let exitStream, _, _)? = net.relayActions(2).last(where: { if case .connect = $0 { true } else { false } }) else {
             throw TestError("exit did not connect: \(net.relayActions(2))")
         }
         #expect(exitStream == stream)
@@ -89,6 +89,30 @@ import TorCrypto
         try net.clientCall(id) { try $0.closeStream(stream, reason: .done) }
         net.run()
         #expect(net.relayActions(2).contains(.closeStream(exitCircuit, streamID: stream, .done)))
+    }
+
+    /// Two streams share the circuit window; each arrives intact and in order.
+    @Test func twoConcurrentStreamsShareTheCircuit() throws {
+        let net = try self.network(seed: 15)
+        let id = try net.buildCircuit()
+        let (a, exitCircuit) = try self.openStream(net, id)
+        let (b, _) = try self.openStream(net, id)
+        let size = 300_000
+        try net.clientCall(id) { try $0.send(data: pattern(size, seed: 3), onStream: a) }
+        try net.clientCall(id) { try $0.send(data: pattern(size, seed: 4), onStream: b) }
+        try net.relayCall(2) { try $0.streamReceived(exitCircuit, streamID: a, data: pattern(size, seed: 5)) }
+        try net.relayCall(2) { try $0.streamReceived(exitCircuit, streamID: b, data: pattern(size, seed: 6)) }
+        net.run()
+        for (stream, seed) in [(a, UInt8(3)), (b, 4)] {
+            var got = ByteBuffer()
+            for case (2, .streamData(exitCircuit, stream, var data)) in net.relayEvents { got.writeBuffer(&data) }
+            #expect(got == pattern(size, seed: seed))
+        }
+        for (stream, seed) in [(a, UInt8(5)), (b, 6)] {
+            var got = ByteBuffer()
+            for case .streamData(stream, var data) in net.events(of: id) { got.writeBuffer(&data) }
+            #expect(got == pattern(size, seed: seed))
+        }
     }
 
     @Test func exitEndsStreamAndClientSeesReason() throws {
@@ -185,6 +209,14 @@ import TorCrypto
         expected.writeBuffer(&second)
         #expect(data == expected)
         #expect(net.relays[2].queuedBytes(circuit, streamID: stream) == 0)
+
+        // The client ending the stream tells the application.
+        try net.clientCall(id) { try $0.closeStream(stream, reason: .done) }
+        net.run()
+        #expect(net.relayActions(2).last == .closeStream(circuit, streamID: stream, .done))
+        #expect(throws: OnionRelayError.unknownStream(circuit, stream)) {
+            try net.relays[2].sendApplicationMessage(circuit, streamID: stream, command: .dbData, body: ByteBuffer(bytes: [1]))
+        }
     }
 
     @Test func applicationMessageOnStreamZero() throws {

@@ -1,8 +1,18 @@
 // OnionRouting: sans-I/O state machines for Tor-protocol channels, circuits and streams.
 //
-// Circuits/ (this engineer): flow control (`PackageWindow`, `DeliverWindow`, `CircuitPackageWindow`
-// with authenticated SENDMEs), circuit-ID allocation and per-channel tables (`CircuitMultiplexer`),
-// the client circuit (`ClientCircuit`, `ClientCircuitMultiplexer`), the relay side (`OnionRelay`: CREATE2,
-// CREATE_FAST, forwarding, EXTEND2, exit streams, the Peersm application hook) and `AddressPolicy`.
-// Channel/ holds the link handshake. Nothing here does I/O or reads a clock: inputs are decoded cells
-// and owner events, outputs are actions the transport layer (OnionTransport) performs.
+// Nothing here does I/O or reads a clock: inputs are decoded cells and owner events, outputs are
+// actions the transport layer (OnionTransport) performs. Channel/ holds the link handshake; Circuits/:
+//
+//   FlowControl        PackageWindow / DeliverWindow, CircuitPackageWindow (authenticated SENDME v1
+//                      digests), CircuitDeliverWindow, RelayCommand.flowControl (DATA, DB_DATA count)
+//   CircuitMultiplexer circuit-ID halves per channel role, the per-channel circuit table
+//   ClientCircuit      OP: CREATE2/CREATE_FAST then EXTEND2 per hop, streams (BEGIN/DATA/END, any relay
+//                      command incl. Peersm DB_*), windows; ClientCircuitMultiplexer routes a channel's cells
+//   OnionRelay         OR: every circuit through this relay across its channels: CREATE2/CREATE_FAST,
+//                      forwarding both ways, EXTEND2 → `.openChannel`, exit streams → `.connect`,
+//                      application hook (`.application` / `sendApplicationMessage`) for commands 80–85
+//   AddressPolicy      exit and extend policies ("accept 127.0.0.1:*"; default reject)
+//   CircuitFailure     the log-worthy reason that goes with every DESTROY/END we send
+//
+// The owner feeds `receive(cell…)` and its own events (channel opened/closed, TCP connected, bytes read,
+// backpressure), then performs each returned action in order.

@@ -58,6 +58,8 @@ public enum ClientCircuitError: Error, Hashable, Sendable {
     case pathTooLong(Int)
     case emptyPath
     case invalidTarget(CellError)
+    /// A non-data relay message longer than one cell (498 bytes); only DATA and DB_DATA are split.
+    case messageTooLong(RelayCommand, Int)
 }
 
 /// Which handshake the client runs with the first hop.
@@ -72,6 +74,7 @@ public enum FirstHopHandshake: Hashable, Sendable {
 /// streams to the last hop. Sans-I/O: the owner feeds it decoded channel cells and API calls, and
 /// performs the returned actions. It never traps on peer input.
 ///
+/// No clocks: build and stream timeouts are the owner's, who calls `destroy` / `closeStream` when they fire.
 /// Crypto state lives in reference-typed TorCrypto objects: do not copy a circuit and use both copies.
 public struct ClientCircuit {
     public enum Phase: Hashable, Sendable {
@@ -138,10 +141,11 @@ public struct ClientCircuit {
         self.circuitID = circuitID
         self.path = path
         self.phase = .building(hop: 0)
-        self.rng = rng
         self.minimumSendmeVersion = minimumSendmeVersion
-        self.lastStreamID = 0
-        self.lastStreamID = UInt16.random(in: 1...UInt16.max, using: &self.rng)
+        var rng = rng
+        // A random first stream ID, as C tor does, so IDs do not count the circuit's streams from 1.
+        self.lastStreamID = UInt16.random(in: 1...UInt16.max, using: &rng)
+        self.rng = rng
     }
 
     public var isClosed: Bool { self.phase == .closed }
@@ -192,6 +196,9 @@ public struct ClientCircuit {
             return self.receiveRelay(body)
         case .relayEarly:
             return self.fail(.inboundRelayEarly)
+        case .padding, .vpadding, .paddingNegotiate, .unknown:
+            // Padding, and commands newer than us: tor ignores them.
+            return []
         default:
             return self.fail(.unexpected("\(cell.command) cell on a client circuit"))
         }
@@ -234,10 +241,14 @@ public struct ClientCircuit {
     }
 
     /// Send an arbitrary relay message (e.g. Peersm DB_QUERY 81) on a stream, or at circuit level with
-    /// stream 0. Bodies longer than 498 bytes are split into several cells of the same command.
+    /// stream 0. DATA and DB_DATA bodies longer than 498 bytes are split into several cells; other
+    /// messages must fit one cell, since splitting would change their meaning.
     public mutating func send(command: RelayCommand, body: ByteBuffer, onStream id: UInt16) throws(ClientCircuitError) -> [ClientCircuitAction] {
         guard self.phase == .open else { throw .notOpen }
         guard id == 0 || self.streamPhases[id] != nil else { throw .unknownStream(id) }
+        guard body.readableBytes <= RelayCellBody.maximumDataLength || command.flowControl.countsTowardCircuitWindow else {
+            throw .messageTooLong(command, body.readableBytes)
+        }
         return self.sendToExit(relayCells(command: command, streamID: id, data: body))
     }
 

@@ -148,25 +148,24 @@ public struct CircuitPackageWindow: Hashable, Sendable {
 
     /// Check and apply a circuit SENDME.
     public mutating func receivedSendme(_ sendme: Sendme) throws(FlowControlViolation) {
-        let version: UInt8
         switch sendme {
-        case .v0: version = 0
-        case .v1: version = 1
-        case .unrecognized(let v, _): throw .unacceptableSendmeVersion(v)
-        }
-        guard version >= self.minimumAcceptedVersion else {
-            throw .unacceptableSendmeVersion(version)
-        }
-        // A SENDME with nothing outstanding is either an overflow or an unexpected acknowledgement.
-        guard !self.recordedDigests.isEmpty else {
-            if self.window.window + self.window.parameters.increment > self.window.parameters.initialWindow {
-                throw .sendmeOverflow(window: self.window.window)
+        case .v0:
+            guard self.minimumAcceptedVersion == 0 else { throw .unacceptableSendmeVersion(0) }
+            // Unauthenticated: only the window bound can be checked (as C tor does for v0). Keep the
+            // recorded digests in step in case the peer mixes versions.
+            if !self.recordedDigests.isEmpty { self.recordedDigests.removeFirst() }
+        case .v1(let echoed):
+            guard !self.recordedDigests.isEmpty else {
+                // Nothing outstanding: either it overflows the window or acknowledges nothing we sent.
+                if self.window.window + self.window.parameters.increment > self.window.parameters.initialWindow {
+                    throw .sendmeOverflow(window: self.window.window)
+                }
+                throw .unexpectedSendme
             }
-            throw .unexpectedSendme
-        }
-        let expected = self.recordedDigests.removeFirst()
-        if case .v1(let echoed) = sendme, echoed != expected.bytes {
-            throw .sendmeDigestMismatch
+            let expected = self.recordedDigests.removeFirst()
+            guard echoed == expected.bytes else { throw .sendmeDigestMismatch }
+        case .unrecognized(let version, _):
+            throw .unacceptableSendmeVersion(version)
         }
         try self.window.receivedSendme()
     }

@@ -74,12 +74,17 @@ public struct OnionRelayConfiguration: Sendable {
     /// Accept BEGIN on a circuit whose previous hop is a client (not an authenticated relay). C tor
     /// refuses, so that it is not used as a one-hop proxy; the application hook is not affected.
     public var allowSingleHopExits: Bool
+    /// Circuits one channel may carry; more CREATEs get DESTROY RESOURCELIMIT. Bounds what one peer
+    /// can make us hold.
+    public var maximumCircuitsPerChannel: Int
+    /// Streams (exit and application) one circuit may hold; more get END RESOURCELIMIT.
+    public var maximumStreamsPerCircuit: Int
 
     public init(
         identity: RSAIdentity, ntorKeys: [NtorSecretKey], exitPolicy: AddressPolicy = .rejectAll,
         extendPolicy: AddressPolicy = .acceptAll, extendAllowPrivateAddresses: Bool = false,
         applicationCommands: ClosedRange<UInt8> = 80...85, minimumSendmeVersion: UInt8 = 1,
-        allowSingleHopExits: Bool = false
+        allowSingleHopExits: Bool = false, maximumCircuitsPerChannel: Int = 8192, maximumStreamsPerCircuit: Int = 1024
     ) {
         self.identity = identity
         self.ntorKeys = ntorKeys
@@ -89,6 +94,8 @@ public struct OnionRelayConfiguration: Sendable {
         self.applicationCommands = applicationCommands
         self.minimumSendmeVersion = minimumSendmeVersion
         self.allowSingleHopExits = allowSingleHopExits
+        self.maximumCircuitsPerChannel = maximumCircuitsPerChannel
+        self.maximumStreamsPerCircuit = maximumStreamsPerCircuit
     }
 }
 
@@ -102,7 +109,8 @@ public enum RelayAction: Hashable, Sendable {
     /// Exit: open a TCP connection (the policy allowed it; for a hostname, re-check the resolved address
     /// with `AddressPolicy.allows`), then call `streamConnected` or `streamConnectFailed`.
     case connect(RelayCircuitID, streamID: UInt16, host: String, port: UInt16)
-    /// Exit: write these bytes to the stream's TCP connection.
+    /// Exit: write these bytes to the stream's TCP connection. Clients may send data optimistically
+    /// right after BEGIN, so this can come before the connect completes: buffer it until then.
     case streamData(RelayCircuitID, streamID: UInt16, ByteBuffer)
     /// The stream is gone (END received, protocol violation, or the circuit is gone): the exit closes
     /// its TCP connection, the application forgets its stream.
@@ -122,13 +130,17 @@ public enum OnionRelayError: Error, Hashable, Sendable {
     case unknownCircuit(RelayCircuitID)
     case unknownStream(RelayCircuitID, UInt16)
     case unknownChannel(ChannelID)
+    /// A non-data relay message longer than one cell (498 bytes); only DATA and DB_DATA are split.
+    case messageTooLong(RelayCommand, Int)
 }
 
 /// The relay (OR) side: every circuit that passes through or ends at this relay, across all its
 /// channels. Sans-I/O: the owner registers channels, feeds cells and completion events, and performs
 /// the returned actions. Peer input never traps: bad input yields DESTROY/END with a reason.
 ///
-/// Crypto state lives in reference-typed TorCrypto objects: do not copy the relay and use both copies.
+/// Forwarding crosses channels, so one value owns all of them: confine it to one event loop (or an
+/// actor) and hop there from each channel handler. Crypto state lives in reference-typed TorCrypto
+/// objects: do not copy the relay and use both copies.
 public struct OnionRelay {
     public let configuration: OnionRelayConfiguration
 
@@ -262,8 +274,13 @@ public struct OnionRelay {
             guard case .next(let id)? = side, case .awaitingCreated? = self.circuits[id]?.extend else {
                 return self.unexpected(side, channel, cell)
             }
+            // The next hop's reply must fit one relay cell; a hostile one might not.
+            guard let extended = try? RelayCell(streamID: 0, message: .extended2(created)) else {
+                return self.close(id, reason: .protocol, failure: .malformed(.payloadTooLong(
+                    length: created.handshakeData.readableBytes + 2, limit: RelayCellBody.maximumDataLength)), notify: true)
+            }
             self.circuits[id]!.extend = .extended
-            return self.originateNow(id, RelayCell(ours: .extended2(created), streamID: 0))
+            return self.originateNow(id, extended)
         case .padding, .vpadding, .paddingNegotiate:
             return []
         case .unknown:
@@ -291,6 +308,9 @@ public struct OnionRelay {
         guard self.channels[channel]!.circuits.allocator.isValidPeerID(circuitID) else {
             // tor closes circuits whose ID has the wrong high bit for the peer's role.
             return [self.destroyCell(circuitID, .protocol, on: channel)]
+        }
+        guard self.channels[channel]!.circuits.count < self.configuration.maximumCircuitsPerChannel else {
+            return [self.destroyCell(circuitID, .resourceLimit, on: channel)]
         }
         let reply: ChannelMessage
         let keys: CircuitKeys
@@ -388,6 +408,9 @@ public struct OnionRelay {
         let streamID = cell.streamID
         if self.configuration.applicationCommands.contains(cell.command.rawValue) {
             if streamID != 0 && self.circuits[id]!.streams[streamID] == nil {
+                guard self.circuits[id]!.streams.count < self.configuration.maximumStreamsPerCircuit else {
+                    return actions + self.originateNow(id, RelayCell(ours: .end(End(reason: .resourceLimit)), streamID: streamID))
+                }
                 self.circuits[id]!.streams[streamID] = .application
                 self.circuits[id]!.endpoint.addStream(streamID)
             }
@@ -447,6 +470,11 @@ public struct OnionRelay {
             return actions
         case .connected, .extended2, .truncated:
             return self.close(id, reason: .protocol, failure: .unexpected("\(cell.command) sent toward the exit"), notify: true)
+        case .raw(.resolve, _) where streamID != 0:
+            // We do not resolve names for clients: answer RESOLVED with one "transient error" entry
+            // (type 0xF0, empty value, TTL 0) rather than leave the client waiting.
+            let resolved = RelayCell(command: .resolved, streamID: streamID, data: ByteBuffer(bytes: [0xF0, 0, 0, 0, 0, 0]))
+            return actions + self.originateNow(id, resolved)
         case .raw(let command, _):
             return actions + [.dropped(id.channel, circuitID: id.circuitID, reason: "unsupported relay command \(command)")]
         }
@@ -486,6 +514,9 @@ public struct OnionRelay {
     private mutating func begin(_ id: RelayCircuitID, _ streamID: UInt16, _ begin: Begin) -> [RelayAction] {
         guard self.circuits[id]!.streams[streamID] == nil else {
             return [.dropped(id.channel, circuitID: id.circuitID, reason: "BEGIN for stream \(streamID) already in use")]
+        }
+        guard self.circuits[id]!.streams.count < self.configuration.maximumStreamsPerCircuit else {
+            return self.originateNow(id, RelayCell(ours: .end(End(reason: .resourceLimit)), streamID: streamID))
         }
         if !self.configuration.allowSingleHopExits && self.channels[id.channel]?.peerIdentity == nil {
             return self.originateNow(id, RelayCell(ours: .end(End(reason: .torProtocol)), streamID: streamID))
@@ -569,9 +600,13 @@ public struct OnionRelay {
     }
 
     /// Application hook: send a relay message back toward the client on `streamID` (0: circuit level).
-    /// DB_DATA and DATA are flow-controlled like any data: what does not fit the window is queued.
+    /// DB_DATA and DATA are flow-controlled like any data: what does not fit the window is queued, and
+    /// bodies over 498 bytes are split into several cells. Other messages must fit one cell.
     public mutating func sendApplicationMessage(_ id: RelayCircuitID, streamID: UInt16, command: RelayCommand, body: ByteBuffer) throws(OnionRelayError) -> [RelayAction] {
         guard self.circuits[id] != nil else { throw .unknownCircuit(id) }
+        guard body.readableBytes <= RelayCellBody.maximumDataLength || command.flowControl.countsTowardCircuitWindow else {
+            throw .messageTooLong(command, body.readableBytes)
+        }
         if streamID != 0 {
             guard self.circuits[id]!.streams[streamID] != nil else { throw .unknownStream(id, streamID) }
         }
