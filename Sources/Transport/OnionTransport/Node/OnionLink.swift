@@ -1,0 +1,140 @@
+import Foundation
+import NIOCore
+import OnionRouting
+import TorCells
+import TorCrypto
+
+/// Called on the link's event loop.
+protocol OnionLinkDelegate: AnyObject {
+    /// The link handshake finished; cells may be sent.
+    func linkOpened(_ link: OnionLink, peer: ChannelPeer)
+    /// A circuit cell arrived on the open link.
+    func link(_ link: OnionLink, received cell: ChannelCell)
+    /// The link is gone (after `linkOpened`, or instead of it with what ended the handshake).
+    func linkClosed(_ link: OnionLink, error: Error?)
+}
+
+/// Why a link closed before it opened, when the pipeline reported nothing more specific.
+public enum OnionLinkError: Error, Hashable, Sendable {
+    case closedDuringHandshake
+}
+
+/// One Tor channel as the circuit layer sees it: the top of the pipeline
+/// `TLSLinkHandler → LinkHandler → OnionLink`. `LinkHandler` (with the sans-I/O `ChannelStateMachine`)
+/// runs the link handshake and frames cells; this handler only routes circuit cells to its delegate
+/// (the relay server or the client) under a `ChannelID`, and batches writes: `send` writes at once and
+/// flushes when the current event-loop task is done, so a burst of cells leaves in one flush.
+final class OnionLink: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = ChannelCell
+    typealias OutboundIn = ChannelCell
+    typealias OutboundOut = ChannelCell
+
+    let id: ChannelID
+    let endpoint: ChannelEndpoint
+    weak var delegate: OnionLinkDelegate?
+
+    private var context: ChannelHandlerContext?
+    private var flushScheduled = false
+    private(set) var peer: ChannelPeer?
+    private var closed = false
+    private var firstError: Error?
+
+    init(id: ChannelID, endpoint: ChannelEndpoint, delegate: OnionLinkDelegate?) {
+        self.id = id
+        self.endpoint = endpoint
+        self.delegate = delegate
+    }
+
+    var isOpen: Bool { self.peer != nil && !self.closed }
+    /// Whether we opened the link (decides our circuit-ID half).
+    var role: ChannelRole {
+        if case .responder = self.endpoint { return .responder }
+        return .initiator
+    }
+    var peerIdentity: RSAIdentity? { self.peer?.identity?.rsaIdentity }
+    var peerEd25519Identity: Ed25519Identity? { self.peer?.identity?.ed25519Identity }
+
+    /// The handlers below this one for a link with `endpoint`.
+    static func pipeline(tls: TLSContext, endpoint: ChannelEndpoint, localAddresses: [NetinfoAddress],
+                         handshakeTimeout: TimeAmount) throws -> [ChannelHandler] {
+        [try TLSLinkHandler(context: tls),
+         LinkHandler(configuration: ChannelConfiguration(endpoint: endpoint), localAddresses: localAddresses,
+                     handshakeTimeout: handshakeTimeout)]
+    }
+
+    // MARK: sending (event loop only)
+
+    /// Queue a cell for the peer. Dropped once the link is closed: the circuit state machines learn
+    /// about that from `linkClosed`.
+    func send(_ cell: ChannelCell) {
+        guard let context, !self.closed, self.peer != nil else { return }
+        context.write(self.wrapOutboundOut(cell), promise: nil)
+        if !self.flushScheduled {
+            self.flushScheduled = true
+            context.eventLoop.execute {
+                self.flushScheduled = false
+                self.context?.flush()
+            }
+        }
+    }
+
+    func close() {
+        guard let context else { return }
+        context.flush()
+        context.close(promise: nil)
+    }
+
+    // MARK: ChannelHandler
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.finish()
+        self.context = nil
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let opened = event as? LinkOpened, self.peer == nil, !self.closed {
+            self.peer = opened.peer
+            self.delegate?.linkOpened(self, peer: opened.peer)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.closed else { return }
+        self.delegate?.link(self, received: self.unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.finish()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // LinkHandler and TLSLinkHandler close the connection themselves after a fatal error.
+        if self.firstError == nil { self.firstError = error }
+        context.close(promise: nil)
+    }
+
+    private func finish() {
+        guard !self.closed else { return }
+        self.closed = true
+        let error = self.peer == nil ? (self.firstError ?? OnionLinkError.closedDuringHandshake) : self.firstError
+        self.delegate?.linkClosed(self, error: error)
+    }
+}
+
+extension TLSContext {
+    /// The responder TLS context of a relay: its RSA link key and link certificate (which its CERTS
+    /// type-5 cert certifies).
+    static func relay(_ keys: RelayKeys) throws -> TLSContext {
+        let keyPEM = String(decoding: try keys.linkKey.pem(), as: UTF8.self)
+        let base64 = Data(keys.linkCert.der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        let certPEM = "-----BEGIN CERTIFICATE-----\n\(base64)\n-----END CERTIFICATE-----\n"
+        return try TLSContext.server(privateKeyPEM: keyPEM, certificatePEM: certPEM)
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import OnionRouting
+import OnionTransport
+import TestSupport
+import Testing
+import TorCells
+import TorCrypto
+
+/// The link handshake against Debian's C tor (0.4.9), inside a private network namespace (run with
+/// `scripts/in-private-net swift test --filter LinkTorInteropTests`): our client and our authenticating
+/// relay initiator against a tor relay, and a tor client against our responder (as its bridge).
+@Suite(.serialized) struct LinkTorInteropTests {
+    /// A dummy directory authority on loopback: the rules require one, and nothing needs it to answer.
+    static let dirAuthority =
+        "DirAuthority dummy orport=1 no-v2 v3ident=0000000000000000000000000000000000000001 127.0.0.1:2 0000000000000000000000000000000000000002"
+
+    /// Starts a C tor relay on 127.0.0.1 and returns it with its RSA and Ed25519 identities.
+    static func startTorRelay(in dir: TemporaryDirectory) async throws -> (ChildProcess, port: Int, ExpectedPeerIdentity) {
+        let port = Int(freePort())
+        let torrc = """
+            DataDirectory \(dir.url.path)/data
+            Nickname swiftlinkpeer
+            ContactInfo none
+            ORPort 127.0.0.1:\(port)
+            Address 127.0.0.1
+            SocksPort 0
+            TestingTorNetwork 1
+            AssumeReachable 1
+            PublishServerDescriptor 0
+            ExitRelay 0
+            UseDefaultFallbackDirs 0
+            \(dirAuthority)
+            SafeLogging 0
+            Log notice stdout
+            Log info file \(dir.url.path)/info.log
+            """
+        try torrc.write(to: dir.url.appendingPathComponent("torrc"), atomically: true, encoding: .utf8)
+        let tor = try ChildProcess("tor", ["-f", dir.url.appendingPathComponent("torrc").path], directory: dir.url)
+        try await tor.waitForLog(containing: "Opened OR listener", timeout: .seconds(60))
+        let data = dir.url.appendingPathComponent("data")
+        // tor writes its fingerprint files a moment after the listeners open.
+        try await waitFor("tor's fingerprint files") {
+            ["fingerprint", "fingerprint-ed25519"].allSatisfy {
+                FileManager.default.fileExists(atPath: data.appendingPathComponent($0).path)
+            }
+        }
+        let rsaLine = try String(contentsOf: data.appendingPathComponent("fingerprint"), encoding: .utf8)
+        let rsaHex = try #require(rsaLine.split(separator: " ").last).trimmingCharacters(in: .whitespacesAndNewlines)
+        let rsa = try RSAIdentity(bytes: try #require([UInt8](hexString: rsaHex)))
+        let edLine = try String(contentsOf: data.appendingPathComponent("fingerprint-ed25519"), encoding: .utf8)
+        let edBase64 = try #require(edLine.split(separator: " ").last).trimmingCharacters(in: .whitespacesAndNewlines)
+        let edBytes = try #require(Data(base64Encoded: edBase64 + "="))
+        return (tor, port, ExpectedPeerIdentity(rsaIdentity: rsa, ed25519Identity: try Ed25519Identity(bytes: Array(edBytes))))
+    }
+
+    static func infoLog(_ dir: TemporaryDirectory) -> String {
+        (try? String(contentsOf: dir.url.appendingPathComponent("info.log"), encoding: .utf8)) ?? ""
+    }
+
+    /// Our client verifies a real relay's CERTS (RSA + Ed25519 identities from its key files).
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func ourClientToTorRelay() async throws {
+        let dir = try TemporaryDirectory("link-tor-relay")
+        let (tor, port, identity) = try await Self.startTorRelay(in: dir)
+        defer { tor.stop() }
+        let client = try await LinkTestClient.connect(port: port, endpoint: .client(expecting: identity))
+        let peer = try await client.opened.futureResult.get(within: 30, "link open with C tor")
+        #expect(peer.identity?.rsaIdentity == identity.rsaIdentity)
+        #expect(peer.identity?.ed25519Identity == identity.ed25519Identity)
+        #expect(peer.linkProtocol == 5)
+        #expect(abs(peer.clockSkew ?? .infinity) < 60)
+        // tor opened the connection and saw a client (an all-zero identity digest).
+        try await waitFor("tor to log the open client connection") {
+            Self.infoLog(dir).contains("Its ID digest is 0000000000000000000000000000000000000000")
+        }
+        try await client.channel.close()
+    }
+
+    /// Our relay initiator authenticates (CERTS 2/7/4/6, AUTHENTICATE type 3 over the real TLS exporter)
+    /// and C tor records our RSA identity for the connection.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func ourRelayInitiatorAuthenticatesToTorRelay() async throws {
+        let dir = try TemporaryDirectory("link-tor-relay")
+        let (tor, port, identity) = try await Self.startTorRelay(in: dir)
+        defer { tor.stop() }
+        let keys = try LinkHandlerTests.otherRelay.get()
+        let client = try await LinkTestClient.connect(port: port, endpoint: .relayInitiator(keys, expecting: identity))
+        let peer = try await client.opened.futureResult.get(within: 30, "authenticated link open with C tor")
+        #expect(peer.identity?.rsaIdentity == identity.rsaIdentity)
+        do {
+            try await waitFor("tor to accept our AUTHENTICATE") {
+                Self.infoLog(dir).contains("Its ID digest is \(keys.fingerprint.hex)")
+            }
+        } catch {
+            let lines = Self.infoLog(dir).split(separator: "\n").filter { $0.contains("channel") || $0.contains("connection_or") || $0.contains("AUTH") }
+            Issue.record("\(error); tor's log:\n\(lines.joined(separator: "\n"))")
+        }
+        #expect(Self.infoLog(dir).contains("ID=\(keys.edIdentity) RSA_ID=\(keys.fingerprint.hex)"))
+        #expect(!Self.infoLog(dir).contains("bad AUTHENTICATE"))
+        #expect(client.channel.isActive)
+        try await client.channel.close()
+    }
+
+    /// A C tor client uses our responder as its bridge: it checks our CERTS against the bridge
+    /// fingerprint, completes the handshake, and starts a circuit (the first cell we receive).
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torClientToOurResponder() async throws {
+        let keys = try LinkHandlerTests.relay.get()
+        let server = try await LinkTestServer(keys: keys)
+        defer { Task { await server.close() } }
+        let dir = try TemporaryDirectory("link-tor-client")
+        let torrc = """
+            DataDirectory \(dir.url.path)/data
+            SocksPort 127.0.0.1:\(freePort())
+            TestingTorNetwork 1
+            UseDefaultFallbackDirs 0
+            \(Self.dirAuthority)
+            UseBridges 1
+            Bridge 127.0.0.1:\(server.port) \(keys.fingerprint.hex)
+            SafeLogging 0
+            Log notice stdout
+            Log info file \(dir.url.path)/info.log
+            """
+        try torrc.write(to: dir.url.appendingPathComponent("torrc"), atomically: true, encoding: .utf8)
+        let tor = try ChildProcess("tor", ["-f", dir.url.appendingPathComponent("torrc").path], directory: dir.url)
+        defer { tor.stop() }
+        let recorder = try await server.recorder(0, seconds: 60)
+        let peer = try await recorder.opened.futureResult.get(within: 60, "tor client's link to open")
+        #expect(peer.identity == nil)  // tor clients do not authenticate
+        let first = try await recorder.firstCell.futureResult.get(within: 60, "tor client's first circuit cell")
+        #expect([ChannelCommand.createFast, .create2].contains(first.command))
+        #expect(Self.infoLog(dir).contains("Got some good certificates"), "tor log:\n\(Self.infoLog(dir))")
+    }
+}
+
+func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw TestTimeout(what: what)
+}
