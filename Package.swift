@@ -139,8 +139,9 @@ let package = Package(
         .executableTarget(
             name: "peersm",
             dependencies: [
-                "Requester", "Facilitator", "TorrentEngine", "OnionRouting", "PeersmProtocol",
+                "Requester", "Facilitator", "TorrentEngine", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,7 +174,9 @@ let package = Package(
             name: "FacilitatorTests",
             dependencies: [
                 "Facilitator", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol", "OnionRouting",
+                "OnionTransport", "TorCrypto",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "InteropTests", dependencies: ["OnionTransport", "OnionRouting", "TestSupport"]),
     ],

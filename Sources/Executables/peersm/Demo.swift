@@ -3,7 +3,10 @@ import Crypto
 import Facilitator
 import Foundation
 import Logging
+import NIOPosix
 import OnionRouting
+import OnionTransport
+import TorCrypto
 import PeersmProtocol
 import Requester
 import TorrentEngine
@@ -40,6 +43,9 @@ struct Demo: AsyncParsableCommand {
 
     @Flag(help: "Log what the facilitator and the engine do.")
     var verbose = false
+
+    @Flag(help: "Wire the relays in memory (no TLS, no sockets) instead of real TLS ORPorts on 127.0.0.1.")
+    var inMemoryRelays = false
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -91,24 +97,57 @@ struct Demo: AsyncParsableCommand {
         settings.dhtAllowLocalNodes = true
         settings.metadataTimeout = .seconds(30)
         let engine = try TorrentEngine(settings: settings)
-        let network = try LoopbackOnionNetwork(relayCount: 3)
         let key = try SigningKeyStore.loadOrCreate(in: work.appendingPathComponent("facilitator"))
         var config = FacilitatorConfiguration()
         config.resolveTimeout = .seconds(30)
-        let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
-                                         transport: network, configuration: config)
-        network.attach(service)
+        let source = TorrentContentSource(engine: engine)
+        let circuits: any CircuitProvider
+        var stopRelays: () async -> Void
+        if inMemoryRelays {
+            let network = try LoopbackOnionNetwork(relayCount: 3)
+            let service = FacilitatorService(source: source, signingKey: key, transport: network, configuration: config)
+            network.attach(service)
+            circuits = network
+            stopRelays = { await service.shutdown(); network.shutdown() }
+            say("  relays         3 onion relays wired in memory (ntor, AES-CTR layers, SENDME flow control); exit = facilitator")
+        } else {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+            let bridge = FacilitatorRelayBridge()
+            let service = FacilitatorService(source: source, signingKey: key, transport: bridge, configuration: config)
+            bridge.attach(service)
+            var servers: [OnionRelayServer] = []
+            for i in 0..<3 {
+                let relayConfig = OnionRelayServerConfiguration(
+                    keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0, extendAllowPrivateAddresses: true)
+                let server = try await OnionRelayServer.start(relayConfig, on: group.next())
+                if i == 2 { bridge.attach(server) }
+                servers.append(server)
+                say("  relay \(i + 1)        \(RelaySpec.format(server.descriptor))\(i == 2 ? "   ← facilitator" : "")")
+            }
+            circuits = OnionCircuitProvider(path: servers.map(\.descriptor), eventLoopGroup: group)
+            stopRelays = {
+                await service.shutdown()
+                bridge.finish()
+                for server in servers { await server.shutdown() }
+                try? await group.shutdownGracefully()
+            }
+        }
         let facilitatorKey = Data(key.publicKey.rawRepresentation).base64EncodedString()
-        say("  relays         3 onion relays in-process (ntor, AES-CTR layers, SENDME flow control); exit = facilitator")
         say("  facilitator    Ed25519 key \(facilitatorKey)   (\(ms(clock.now - t)))")
 
         // 4. Fetch by magnet link over a 3-hop circuit.
         let magnet = "magnet:?xt=urn:btih:\(torrent.infoHashHex)&dn=peersm-demo.bin&x.pe=127.0.0.1:\(seeder.port)"
         say("  magnet         \(magnet)")
         let output = work.appendingPathComponent("fetched.bin")
-        let result = try await runFetch(Requester(circuits: network), try HashName(magnet: magnet), to: output, quiet: false)
-        await service.shutdown()
-        network.shutdown()
+        let result: FetchResult
+        do {
+            result = try await runFetch(Requester(circuits: circuits), try HashName(magnet: magnet), to: output, quiet: false)
+        } catch {
+            await stopRelays()
+            await engine.shutdown()
+            throw error
+        }
+        await stopRelays()
         await engine.shutdown()
 
         // 5. Compare.

@@ -51,13 +51,7 @@ struct Fetch: AsyncParsableCommand {
         let hops: [CircuitHop]
         do { hops = try RelaySpec.parseList(via) } catch { throw ValidationError("\(error)") }
         guard hops.count >= 1 else { throw ValidationError("--via names no relay") }
-        guard let provider = makeNodeCircuitProvider(hops) else {
-            FileHandle.standardError.write(Data("""
-                peersm fetch: this build has no TLS onion-link runtime yet (Transport/OnionTransport/Node);
-                `peersm demo` runs the same fetch over in-process relays.\n
-                """.utf8))
-            throw ExitCode(3)
-        }
+        let provider = makeNodeCircuitProvider(hops)
         var options = FetchOptions()
         options.chunksPerQuery = max(1, chunksPerQuery)
         options.maxCircuitRebuilds = rebuilds

@@ -213,9 +213,9 @@ public actor FacilitatorService {
                 let file = try await source.open(name) { [weak self] state in
                     await self?.progress(key, generation, state)
                 }
-                await self.opened(key, generation, file)
+                self.opened(key, generation, file)
             } catch {
-                await self.failed(key, generation, error)
+                self.failed(key, generation, error)
             }
         })
         startWatchdog(key, entry)
@@ -257,9 +257,9 @@ public actor FacilitatorService {
                     guard await self.deliver(key, generation, bytes) else { return }
                 }
                 try Task.checkCancellation()
-                await self.ended(key, generation)
+                self.ended(key, generation)
             } catch {
-                await self.failed(key, generation, error)
+                self.failed(key, generation, error)
             }
         })
     }
@@ -287,7 +287,7 @@ public actor FacilitatorService {
         entry.tasks.append(Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: max(tick, .milliseconds(10)))
-                guard await self.checkDeadline(key, generation, started: started) else { return }
+                guard self.checkDeadline(key, generation, started: started) else { return }
             }
         })
     }

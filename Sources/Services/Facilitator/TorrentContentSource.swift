@@ -34,23 +34,20 @@ public struct TorrentContentSource: ContentSource {
 
     public func open(_ name: HashName, progress: @escaping @Sendable (ProgressState) async -> Void) async throws -> any ContentFile {
         let engineName = try Self.engineName(name)
+        // `open` holds the torrent and waits for its metadata; the progress words are the engine's
+        // stream words (torrent: looking it up; start: metadata in, pieces next). A zero-length range
+        // stream is not used for this: its piece deadlines can outlive it and race the real range.
+        await progress(.torrent)
         do {
-            // A zero-length stream reports the progress words and the chosen file; the torrent is then
-            // held with `open` (metadata is there, so it returns at once) before that stream ends.
-            var events = try await engine.stream(engineName, offset: 0, length: 0, peers: extraPeers).makeAsyncIterator()
-            while let event = try await events.next() {
-                switch event {
-                case .progress(let p): await progress(ProgressState(rawValue: p.rawValue))
-                case .data: continue
-                case .ready(let info):
-                    let (id, _) = try await engine.open(engineName, peers: extraPeers)
-                    while try await events.next() != nil {}
-                    return TorrentContentFile(
-                        engine: engine, torrent: id, name: engineName, fileIndex: info.fileIndex,
-                        size: UInt64(info.fileSize), mimeType: info.mimeType, linger: linger, peers: extraPeers)
-                }
+            let (id, metadata) = try await engine.open(engineName, peers: extraPeers)
+            guard let file = metadata.largestFile else {
+                await engine.close(id)
+                throw ContentError(.unavailable, "the torrent has no file")
             }
-            throw ContentError(.unavailable, "the torrent stream ended before its metadata")
+            await progress(.start)
+            return TorrentContentFile(
+                engine: engine, torrent: id, name: engineName, fileIndex: file.index,
+                size: UInt64(file.size), mimeType: file.mimeType, linger: linger, peers: extraPeers)
         } catch {
             throw Self.contentError(error)
         }
