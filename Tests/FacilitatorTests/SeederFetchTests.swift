@@ -37,7 +37,7 @@ import TorrentEngine
         }
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [Seeder.Kind.aria2, .transmission])
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [Seeder.Kind.aria2, .libtorrent])
     func thirdPartySeederToRequesterByteExact(_ kind: Seeder.Kind) async throws {
         let setup = try await Setup(kind, size: 5 * 1024 * 1024 + 777)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")

@@ -6,17 +6,22 @@ import TorrentEngine
 /// The production `ContentSource`: the torrent engine, in free-rider mode. A hash_name is a 20-byte
 /// infohash or a magnet link (BEP 9; `x.pe` peers are used). The largest file of the torrent is served.
 ///
-/// A torrent stays in the engine while a query uses it, and for `linger` after (0 by default): the
-/// engine does not re-download pieces it already relayed and dropped while the torrent stays open
-/// (`torrentFailed "already relayed"`), so a lingering torrent would break resumed queries. Without
-/// linger each query fetches the metadata again (one round trip to a peer that has it).
+/// A torrent stays in the engine while a query uses it. With `linger` > 0 an info query's torrent
+/// stays until the data query that usually follows takes it over (no second metadata fetch); after a
+/// data query it always goes at once, because the engine does not re-download pieces it already
+/// relayed and dropped while a torrent stays open, and a resumed query needs those pieces again.
+/// `linger` is 0 by default: with TorrentEngine as of this writing, a torrent held open without a
+/// stream can stall the stream that follows (seen with aria2c seeders; engine issue reported). The
+/// cost is one metadata fetch per query; transmission-cli seeders can be slow to serve it again.
 public struct TorrentContentSource: ContentSource {
     public let engine: TorrentEngine
     public let linger: Duration
     /// Peers added to every torrent (a local seeder in tests and the demo; empty in production).
     public let extraPeers: [PeerEndpoint]
 
-    public init(engine: TorrentEngine, linger: Duration = .seconds(30), extraPeers: [PeerEndpoint] = []) {
+    private let lingering = LingeringHolds()
+
+    public init(engine: TorrentEngine, linger: Duration = .zero, extraPeers: [PeerEndpoint] = []) {
         self.engine = engine
         self.linger = linger
         self.extraPeers = extraPeers
@@ -40,6 +45,8 @@ public struct TorrentContentSource: ContentSource {
         await progress(.torrent)
         do {
             let (id, metadata) = try await engine.open(engineName, peers: extraPeers)
+            // Our own hold now keeps the torrent: give back the one an earlier info query left.
+            if let previous = lingering.take(engineName) { await engine.close(previous) }
             guard let file = metadata.largestFile else {
                 await engine.close(id)
                 throw ContentError(.unavailable, "the torrent has no file")
@@ -47,7 +54,7 @@ public struct TorrentContentSource: ContentSource {
             await progress(.start)
             return TorrentContentFile(
                 engine: engine, torrent: id, name: engineName, fileIndex: file.index,
-                size: UInt64(file.size), mimeType: file.mimeType, linger: linger, peers: extraPeers)
+                size: UInt64(file.size), mimeType: file.mimeType, linger: linger, peers: extraPeers, lingering: lingering)
         } catch {
             throw Self.contentError(error)
         }
@@ -76,11 +83,14 @@ final class TorrentContentFile: ContentFile, @unchecked Sendable {
     let mimeType: String
     let linger: Duration
     let peers: [PeerEndpoint]
+    let lingering: LingeringHolds
     private let lock = NSLock()
     private var held = true
+    private var streamed = false
 
     init(engine: TorrentEngine, torrent: TorrentID, name: String, fileIndex: Int, size: UInt64, mimeType: String,
-         linger: Duration, peers: [PeerEndpoint]) {
+         linger: Duration, peers: [PeerEndpoint], lingering: LingeringHolds) {
+        self.lingering = lingering
         self.engine = engine
         self.torrent = torrent
         self.name = name
@@ -101,11 +111,14 @@ final class TorrentContentFile: ContentFile, @unchecked Sendable {
     }
 
     func read(_ range: Range<UInt64>) async throws -> AsyncThrowingStream<ByteBuffer, Error> {
+        lock.lock()
+        streamed = true
+        lock.unlock()
         let (engine, name, fileIndex, peers) = (self.engine, self.name, self.fileIndex, self.peers)
         var iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.AsyncIterator?
         return AsyncThrowingStream(unfolding: {
             do {
-                if iterator == nil { iterator = try await Self.startStream(engine, name, range, fileIndex, peers) }
+                if iterator == nil { iterator = try await self.startStream(engine, name, range, fileIndex, peers) }
                 while let event = try await iterator!.next() {
                     if case .data(let data) = event {
                         // The stream now holds the torrent: drop our hold so it goes when the stream ends.
@@ -120,11 +133,12 @@ final class TorrentContentFile: ContentFile, @unchecked Sendable {
         })
     }
 
-    /// Starts the range stream and waits for its `ready`. A resumed query may start while the stream it
-    /// replaces is still winding down and holding the torrent with pieces it already dropped; the
-    /// engine refuses such a range, so we retry for a short while until that torrent is gone.
-    private static func startStream(_ engine: TorrentEngine, _ name: String, _ range: Range<UInt64>, _ fileIndex: Int,
-                                    _ peers: [PeerEndpoint]) async throws -> AsyncThrowingStream<TorrentStreamEvent, Error>.AsyncIterator {
+    /// Starts the range stream and waits for its `ready`. The engine refuses a range whose pieces it
+    /// already relayed and dropped while the torrent stayed open (a resumed query right after the
+    /// stream it replaces): we wait briefly for that torrent to go, then remove it so the range is
+    /// fetched afresh (other streams on it end with DESTROYED and their requesters resume).
+    private func startStream(_ engine: TorrentEngine, _ name: String, _ range: Range<UInt64>, _ fileIndex: Int,
+                             _ peers: [PeerEndpoint]) async throws -> AsyncThrowingStream<TorrentStreamEvent, Error>.AsyncIterator {
         var attempt = 0
         while true {
             var iterator = try await engine.stream(name, offset: Int64(range.lowerBound), length: Int64(range.count),
@@ -134,20 +148,62 @@ final class TorrentContentFile: ContentFile, @unchecked Sendable {
                     if case .ready = event { return iterator }
                 }
                 throw ContentError(.destroyed, "the torrent stream ended before its range started")
-            } catch TorrentEngineError.torrentFailed(_, let reason) where reason.contains("already relayed") && attempt < 20 {
+            } catch TorrentEngineError.torrentFailed(_, let reason) where reason.contains("already relayed") && attempt < 6 {
                 attempt += 1
-                try await Task.sleep(for: .milliseconds(100))
+                if attempt < 5 {
+                    try await Task.sleep(for: .milliseconds(100))
+                } else if let id = (await engine.openTorrents).first(where: { $0 == torrent }) {
+                    await engine.remove(id)
+                }
             }
         }
     }
 
     func close() async {
         guard takeHold() else { return }
-        let (engine, torrent, linger) = (self.engine, self.torrent, self.linger)
-        guard linger > .zero else { return await engine.close(torrent) }
+        lock.lock()
+        let lingers = !streamed && linger > .zero
+        lock.unlock()
+        guard lingers else { return await engine.close(torrent) }
+        lingering.put(name, torrent, engine: engine, for: linger)
+    }
+}
+
+/// Torrent holds left by info queries, by engine name: taken over by the next query of the same
+/// torrent, or given back after the linger time.
+final class LingeringHolds: @unchecked Sendable {
+    // @unchecked: all state is guarded by `lock`.
+    private let lock = NSLock()
+    private var holds: [String: [(id: TorrentID, serial: UInt64)]] = [:]
+    private var serial: UInt64 = 0
+
+    func put(_ name: String, _ id: TorrentID, engine: TorrentEngine, for linger: Duration) {
+        lock.lock()
+        serial += 1
+        let mine = serial
+        holds[name, default: []].append((id, mine))
+        lock.unlock()
         Task {
             try? await Task.sleep(for: linger)
-            await engine.close(torrent)
+            if self.remove(name, serial: mine) { await engine.close(id) }
         }
+    }
+
+    func take(_ name: String) -> TorrentID? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard var list = holds[name], !list.isEmpty else { return nil }
+        let first = list.removeFirst()
+        holds[name] = list.isEmpty ? nil : list
+        return first.id
+    }
+
+    private func remove(_ name: String, serial: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let index = holds[name]?.firstIndex(where: { $0.serial == serial }) else { return false }
+        holds[name]!.remove(at: index)
+        if holds[name]!.isEmpty { holds[name] = nil }
+        return true
     }
 }
