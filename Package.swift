@@ -128,8 +128,9 @@ let package = Package(
         .executableTarget(
             name: "facilitatord",
             dependencies: [
-                "Facilitator", "Blocklists",
+                "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
