@@ -33,7 +33,7 @@ struct MemoryContentSource: ContentSource {
     var delayPerPiece: Duration = .zero
     var progressWords: [ProgressState] = [.torrent, .start]
 
-    func open(_ name: HashName, progress: @escaping @Sendable (ProgressState) async -> Void) async throws -> any ContentFile {
+    func open(_ name: HashName, readFrom: UInt64?, progress: @escaping @Sendable (ProgressState) async -> Void) async throws -> any ContentFile {
         for word in progressWords { await progress(word) }
         guard let bytes = files[name] else {
             try await Task.sleep(for: .seconds(3600))

@@ -44,6 +44,11 @@ struct Demo: AsyncParsableCommand {
     @Flag(help: "Log what the facilitator and the engine do.")
     var verbose = false
 
+    @Option(help: ArgumentHelp(
+        "Benchmark: after our fetch, download the same torrent directly from the same seeder with this "
+            + "python3-libtorrent script (scripts/torrent-peer.py) and compare.", valueName: "torrent-peer.py"))
+    var directBaseline: String?
+
     @Flag(help: "Wire the relays in memory (no TLS, no sockets) instead of real TLS ORPorts on 127.0.0.1.")
     var inMemoryRelays = false
 
@@ -150,6 +155,27 @@ struct Demo: AsyncParsableCommand {
         await stopRelays()
         await engine.shutdown()
 
+        // Optional baseline: a plain libtorrent download from the same seeder, same run.
+        var baseline: (seconds: Double, firstPiece: Double)?
+        if let script = directBaseline {
+            let dir = work.appendingPathComponent("direct")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            p.arguments = [script, "download", torrentURL.path, dir.path, "--peer", "127.0.0.1:\(seeder.port)"]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            try p.run()
+            let out = pipe.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            if let json = try? JSONSerialization.jsonObject(with: out) as? [String: Any],
+               let secs = json["seconds"] as? Double, let first = json["first_piece_seconds"] as? Double {
+                baseline = (secs, first)
+            } else {
+                say("  baseline       failed: \(String(decoding: out, as: UTF8.self))")
+            }
+        }
+
         // 5. Compare.
         let want = try DemoEnvironment.sha256(file)
         let got = try DemoEnvironment.sha256(output)
@@ -160,6 +186,15 @@ struct Demo: AsyncParsableCommand {
         say("  transfer       \(ProgressMeter.bytes(Double(result.bytes))) in \(ms(result.elapsed)) = \(ProgressMeter.bytes(Double(result.bytes) / max(seconds, 1e-3)))/s, \(result.queries) queries, \(result.circuitsBuilt) circuit(s)")
         say("  seeded         \(want)")
         say("  fetched        \(got)")
+        if let baseline, let firstMessage = result.timeToFirstDataMessage {
+            let ours = seconds
+            let oursFirst = Double(firstMessage.components.seconds) + Double(firstMessage.components.attoseconds) / 1e18
+            let direct = Double(result.bytes) / baseline.seconds
+            say("  first DB_DATA  \(ms(firstMessage))  (from the start, circuit and both queries included)")
+            say("  direct         python3-libtorrent from the same seeder: \(ProgressMeter.bytes(direct))/s, first piece after \(String(format: "%.0f", baseline.firstPiece * 1000)) ms")
+            say(String(format: "  ratio          rate %.2f× direct (goal ≥ 0.8×); first data %.2f× first piece (goal ≤ 1.2×)",
+                       baseline.seconds / ours, oursFirst / max(baseline.firstPiece, 1e-3)))
+        }
         if want == got {
             say("  sha256 match")
         } else {

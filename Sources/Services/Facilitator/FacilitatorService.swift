@@ -207,10 +207,12 @@ public actor FacilitatorService {
     private func startResolving(_ name: HashName, _ key: StreamKey, _ entry: Entry) {
         let generation = entry.generation
         let source = self.source
+        let query = entry.machine.query
+        let readFrom = query.isInfoRequest ? nil : UInt64(query.firstChunk) * UInt64(PeersmWire.chunkSize)
         entry.lastSourceActivity = clock.now
         entry.tasks.append(Task {
             do {
-                let file = try await source.open(name) { [weak self] state in
+                let file = try await source.open(name, readFrom: readFrom) { [weak self] state in
                     await self?.progress(key, generation, state)
                 }
                 self.opened(key, generation, file)
@@ -298,7 +300,7 @@ public actor FacilitatorService {
         switch entry.machine.phase {
         case .resolving where now - started >= configuration.resolveTimeout,
              .serving where entry.machine.isWaitingForSource && now - entry.lastSourceActivity >= configuration.stallTimeout:
-            logger.info("\(key): deadline passed while \(entry.machine.phase)")
+            logger.info("\(key): deadline passed while \(entry.machine.phase) after \(entry.machine.sentData) DB_DATA, \(entry.machine.bufferedMessages) buffered")
             perform(entry.machine.deadlinePassed(), key, entry)
             return false
         case .serving where !entry.machine.isWaitingForSource:

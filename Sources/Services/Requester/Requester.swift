@@ -71,6 +71,8 @@ public struct FetchResult: Sendable {
     /// From the start of the fetch: file info received, first DB_DATA received, all verified.
     public var timeToFileInfo: Duration
     public var timeToFirstData: Duration?
+    /// From the start of the fetch to the first DB_DATA message's arrival (before verification).
+    public var timeToFirstDataMessage: Duration?
     public var elapsed: Duration
 }
 
@@ -129,7 +131,8 @@ public struct Requester: Sendable {
         do { try handle.truncate(atOffset: info.size) } catch { throw FetchError.output("\(error)") }
         await session.close()
         return FetchResult(fileInfo: info, bytes: verified, circuitsBuilt: session.circuitsBuilt, queries: session.queries,
-                           timeToFileInfo: timeToInfo, timeToFirstData: firstData, elapsed: clock.now - start)
+                           timeToFileInfo: timeToInfo, timeToFirstData: firstData,
+                           timeToFirstDataMessage: session.firstDataMessage.map { $0 - start }, elapsed: clock.now - start)
     }
 
     /// Asks only for the file info (size, MIME type, facilitator key).
@@ -147,6 +150,7 @@ public struct Requester: Sendable {
         var circuitsBuilt = 0
         var queries = 0
         var lastFailure = ""
+        var firstDataMessage: ContinuousClock.Instant?
 
         init(requester: Requester, progress: @escaping ProgressHandler) {
             self.requester = requester
@@ -249,6 +253,7 @@ public struct Requester: Sendable {
                 case .connected(.progress(let state)):
                     progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
                 case .data(let data):
+                    if firstDataMessage == nil { firstDataMessage = ContinuousClock.now }
                     do { try window.didReceive() } catch {
                         try await violation("DB_DATA beyond the DB stream window", stream)
                     }
