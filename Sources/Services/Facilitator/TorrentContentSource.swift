@@ -17,10 +17,14 @@ public struct TorrentContentSource: ContentSource {
     public let engine: TorrentEngine
     /// Peers added to every torrent (a local seeder in tests; empty in production).
     public let extraPeers: [PeerEndpoint]
+    /// How long an info query's torrent is kept for the data query that usually follows.
+    public let linger: Duration
+    private let lingering = LingeringHolds()
 
-    public init(engine: TorrentEngine, extraPeers: [PeerEndpoint] = []) {
+    public init(engine: TorrentEngine, extraPeers: [PeerEndpoint] = [], linger: Duration = .seconds(30)) {
         self.engine = engine
         self.extraPeers = extraPeers
+        self.linger = linger
     }
 
     /// The engine's name for a hash_name: the magnet link, or the infohash as 40 hex digits.
@@ -47,6 +51,16 @@ public struct TorrentContentSource: ContentSource {
                     case .progress(let p): await progress(ProgressState(rawValue: p.rawValue))
                     case .data: continue
                     case .ready(let info):
+                        if readFrom == nil, linger > .zero {
+                            // Keep the torrent (and its peer connections) for the data query: removing
+                            // and re-adding the same torrent at once has stalled range streams.
+                            if let (id, _) = try? await engine.open(engineName, peers: extraPeers) {
+                                lingering.put(engineName, id, engine: engine, for: linger)
+                            }
+                        } else if let held = lingering.take(engineName) {
+                            // Our range stream holds the torrent now: give back the info query's hold.
+                            await engine.close(held)
+                        }
                         return TorrentRangeFile(size: UInt64(info.fileSize), mimeType: info.mimeType,
                                                 start: offset, iterator: readFrom == nil ? nil : iterator)
                     }
@@ -128,4 +142,43 @@ final class TorrentRangeFile: ContentFile, @unchecked Sendable {
 
     /// Drops the range stream (the engine ends it and lets the torrent go).
     func close() async { _ = takeIterator() }
+}
+
+/// Torrent holds left by info queries, by engine name: given back by the next query of the same
+/// torrent once its own stream holds it, or after the linger time.
+final class LingeringHolds: @unchecked Sendable {
+    // @unchecked: all state is guarded by `lock`.
+    private let lock = NSLock()
+    private var holds: [String: [(id: TorrentID, serial: UInt64)]] = [:]
+    private var serial: UInt64 = 0
+
+    func put(_ name: String, _ id: TorrentID, engine: TorrentEngine, for linger: Duration) {
+        lock.lock()
+        serial += 1
+        let mine = serial
+        holds[name, default: []].append((id, mine))
+        lock.unlock()
+        Task {
+            try? await Task.sleep(for: linger)
+            if self.remove(name, serial: mine) { await engine.close(id) }
+        }
+    }
+
+    func take(_ name: String) -> TorrentID? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard var list = holds[name], !list.isEmpty else { return nil }
+        let first = list.removeFirst()
+        holds[name] = list.isEmpty ? nil : list
+        return first.id
+    }
+
+    private func remove(_ name: String, serial: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let index = holds[name]?.firstIndex(where: { $0.serial == serial }) else { return false }
+        holds[name]!.remove(at: index)
+        if holds[name]!.isEmpty { holds[name] = nil }
+        return true
+    }
 }
