@@ -112,6 +112,8 @@ let package = Package(
             name: "Facilitator",
             dependencies: [
                 "OnionRouting", "OnionTransport", "PeersmProtocol", "TorrentEngine", "Blocklists",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -119,7 +121,8 @@ let package = Package(
         .target(
             name: "Requester",
             dependencies: [
-                "OnionRouting", "OnionTransport", "PeersmProtocol",
+                "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCells", "TorCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Services/Requester"),
@@ -128,8 +131,9 @@ let package = Package(
         .executableTarget(
             name: "facilitatord",
             dependencies: [
-                "Facilitator", "Blocklists",
+                "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -139,8 +143,11 @@ let package = Package(
         .executableTarget(
             name: "peersm",
             dependencies: [
-                "Requester", "Facilitator",
+                "Requester", "Facilitator", "TorrentEngine", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Executables/peersm"),
@@ -167,7 +174,14 @@ let package = Package(
         .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
         .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TestSupport"]),
-        .testTarget(name: "FacilitatorTests", dependencies: ["Facilitator", "Requester", "TestSupport"]),
+        .testTarget(
+            name: "FacilitatorTests",
+            dependencies: [
+                "Facilitator", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol", "OnionRouting",
+                "OnionTransport", "TorCrypto",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .testTarget(name: "InteropTests", dependencies: ["OnionTransport", "OnionRouting", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,256 @@
+import ArgumentParser
+import Facilitator
+import Foundation
+import Logging
+import NIOPosix
+import OnionTransport
+import TOMLKit
+import TorCrypto
+import TorrentEngine
+
+/// `facilitatord run`: an onion relay (TLS ORPort) whose exit hop is the Peersm facilitator, with its
+/// torrent engine. Every setting has a default; the defaults bind loopback only, and listening on a
+/// public address (relay or BitTorrent) must be asked for explicitly in the config file.
+public struct RunCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the relay and facilitator until SIGINT/SIGTERM.",
+        discussion: """
+            Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints
+            the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to
+            `peersm fetch --via …` as the circuit's last hop.
+            """)
+
+    @Option(name: .long, help: "TOML config file (default: none, built-in defaults).")
+    var config: String?
+
+    @Flag(help: "Print the effective configuration and exit.")
+    var printConfig = false
+
+    public init() {}
+
+    public func run() async throws {
+        let settings: DaemonConfig
+        do {
+            settings = try DaemonConfig.load(path: config)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        if printConfig {
+            print(settings.summary)
+            return
+        }
+        var logger = Logger(label: "peersm.facilitatord")
+        logger.logLevel = settings.logLevel
+
+        let dataDirectory = URL(fileURLWithPath: settings.dataDirectory)
+        try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        let key = try SigningKeyStore.loadOrCreate(in: dataDirectory)
+        var engineSettings = settings.torrent
+        engineSettings.dataDirectory = dataDirectory.appendingPathComponent("torrent").path
+        let engine = try TorrentEngine(settings: engineSettings, logger: Logger(label: "peersm.torrent"))
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let bridge = FacilitatorRelayBridge()
+        let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
+                                         transport: bridge, configuration: settings.facilitator, logger: logger)
+        bridge.attach(service)
+        // Relay keys are generated at each start: TorCrypto has no on-disk format for them yet.
+        let relayConfig = OnionRelayServerConfiguration(
+            keys: try RelayKeys.generate(now: Date()), host: settings.relayHost, port: settings.relayPort,
+            allowNonLoopbackBind: settings.relayPublic, extendAllowPrivateAddresses: settings.extendToPrivateAddresses)
+        let server = try await OnionRelayServer.start(relayConfig, on: group.next(), logger: Logger(label: "peersm.relay"))
+        bridge.attach(server)
+        let d = server.descriptor
+        let ed = d.ed25519Identity.map { Data($0.bytes).base64EncodedString() } ?? "-"
+        let spec = "\(d.address):\(d.port):\(d.ntorKey.identity.bytes.map { String(format: "%02X", $0) }.joined()):\(ed):\(Data(d.ntorKey.onionKey).base64EncodedString())"
+        print("relay \(spec)")
+        print("facilitator key \(Data(key.publicKey.rawRepresentation).base64EncodedString())")
+        fflush(stdout)
+
+        await waitForTermination()
+        logger.info("shutting down")
+        await service.shutdown()
+        bridge.finish()
+        await server.shutdown()
+        await engine.shutdown()
+        try? await group.shutdownGracefully()
+    }
+
+    private func waitForTermination() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let once = ResumeOnce(continuation)
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { once.resume() }
+                source.resume()
+                ResumeOnce.keep(source)
+            }
+        }
+    }
+}
+
+private final class ResumeOnce: @unchecked Sendable {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Void, Never>?
+    init(_ c: CheckedContinuation<Void, Never>) { continuation = c }
+    func resume() {
+        lock.lock()
+        let c = continuation
+        continuation = nil
+        lock.unlock()
+        c?.resume()
+    }
+    static func keep(_ s: DispatchSourceSignal) {
+        lock.lock()
+        sources.append(s)
+        lock.unlock()
+    }
+}
+
+/// The daemon's settings: TOML keys → typed values, each with a safe default.
+struct DaemonConfig {
+    var dataDirectory = "/var/lib/peersm-facilitator"
+    var logLevel: Logger.Level = .info
+    var relayHost = "127.0.0.1"
+    var relayPort = 9001
+    /// Binding a non-loopback relay address needs this set (explicit decision to go public).
+    var relayPublic = false
+    var extendToPrivateAddresses = false
+    var facilitator = FacilitatorConfiguration()
+    var torrent = TorrentEngineSettings()
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func load(path: String?) throws -> DaemonConfig {
+        var config = DaemonConfig()
+        guard let path else { return config }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw Failure(description: "cannot read \(path): \(error.localizedDescription)")
+        }
+        let table: TOMLTable
+        do { table = try TOMLTable(string: text) } catch { throw Failure(description: "\(path): \(error)") }
+        var reader = Reader(path: path)
+        try config.apply(table, &reader)
+        return config
+    }
+
+    private mutating func apply(_ root: TOMLTable, _ r: inout Reader) throws {
+        try r.known(root, ["data_directory", "log_level", "relay", "facilitator", "torrent"], in: "")
+        if let v = try r.string(root, "data_directory") { dataDirectory = v }
+        if let v = try r.string(root, "log_level") {
+            guard let level = Logger.Level(rawValue: v) else { throw r.fail("log_level", "one of trace, debug, info, notice, warning, error, critical") }
+            logLevel = level
+        }
+        if let relay = try r.table(root, "relay") {
+            try r.known(relay, ["host", "port", "public", "extend_to_private_addresses"], in: "relay.")
+            if let v = try r.string(relay, "host") { relayHost = v }
+            if let v = try r.int(relay, "port", 1...65535) { relayPort = v }
+            if let v = try r.bool(relay, "public") { relayPublic = v }
+            if let v = try r.bool(relay, "extend_to_private_addresses") { extendToPrivateAddresses = v }
+        }
+        if let f = try r.table(root, "facilitator") {
+            try r.known(f, ["max_streams", "max_streams_per_circuit", "resolve_timeout_seconds", "stall_timeout_seconds",
+                            "max_buffered_messages"], in: "facilitator.")
+            if let v = try r.int(f, "max_streams", 1...100_000) { facilitator.maxStreams = v }
+            if let v = try r.int(f, "max_streams_per_circuit", 1...10_000) { facilitator.maxStreamsPerCircuit = v }
+            if let v = try r.int(f, "resolve_timeout_seconds", 1...3600) { facilitator.resolveTimeout = .seconds(v) }
+            if let v = try r.int(f, "stall_timeout_seconds", 1...3600) { facilitator.stallTimeout = .seconds(v) }
+            if let v = try r.int(f, "max_buffered_messages", 8...100_000) { facilitator.maxBufferedMessages = v }
+        }
+        if let t = try r.table(root, "torrent") {
+            try r.known(t, ["listen", "accept_incoming", "utp", "dht", "dht_bootstrap_nodes", "use_trackers",
+                            "memory_budget_mib", "metadata_timeout_seconds", "max_torrents", "connections_limit"], in: "torrent.")
+            if let v = try r.string(t, "listen") { torrent.listenInterfaces = v }
+            if let v = try r.bool(t, "accept_incoming") { torrent.acceptIncoming = v }
+            if let v = try r.bool(t, "utp") { torrent.enableUTP = v }
+            if let v = try r.bool(t, "dht") { torrent.dhtEnabled = v }
+            if let v = try r.strings(t, "dht_bootstrap_nodes") { torrent.dhtBootstrapNodes = v }
+            if let v = try r.bool(t, "use_trackers") { torrent.useTrackers = v }
+            if let v = try r.int(t, "memory_budget_mib", 4...65536) { torrent.memoryBudget = v << 20 }
+            if let v = try r.int(t, "metadata_timeout_seconds", 1...3600) { torrent.metadataTimeout = .seconds(v) }
+            if let v = try r.int(t, "max_torrents", 1...10_000) { torrent.maxConcurrentTorrents = v }
+            if let v = try r.int(t, "connections_limit", 0...100_000) { torrent.connectionsLimit = v }
+        }
+        if !relayPublic && !["127.0.0.1", "::1", "localhost"].contains(relayHost) && !relayHost.hasPrefix("127.") {
+            throw r.fail("relay.host", "a loopback address unless relay.public = true (going public is explicit)")
+        }
+    }
+
+    var summary: String {
+        """
+        data_directory = "\(dataDirectory)"
+        log_level = "\(logLevel.rawValue)"
+        [relay]
+        host = "\(relayHost)"
+        port = \(relayPort)
+        public = \(relayPublic)
+        extend_to_private_addresses = \(extendToPrivateAddresses)
+        [facilitator]
+        max_streams = \(facilitator.maxStreams)
+        max_streams_per_circuit = \(facilitator.maxStreamsPerCircuit)
+        resolve_timeout_seconds = \(facilitator.resolveTimeout.components.seconds)
+        stall_timeout_seconds = \(facilitator.stallTimeout.components.seconds)
+        max_buffered_messages = \(facilitator.maxBufferedMessages)
+        [torrent]
+        listen = "\(torrent.listenInterfaces)"
+        accept_incoming = \(torrent.acceptIncoming)
+        utp = \(torrent.enableUTP)
+        dht = \(torrent.dhtEnabled)
+        dht_bootstrap_nodes = [\(torrent.dhtBootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
+        use_trackers = \(torrent.useTrackers)
+        memory_budget_mib = \(torrent.memoryBudget >> 20)
+        metadata_timeout_seconds = \(torrent.metadataTimeout.components.seconds)
+        max_torrents = \(torrent.maxConcurrentTorrents)
+        connections_limit = \(torrent.connectionsLimit)
+        """
+    }
+
+    /// Typed access that names the offending key on error, and rejects unknown keys (typos).
+    struct Reader {
+        let path: String
+        var prefix = ""
+
+        func fail(_ key: String, _ expected: String) -> Failure {
+            Failure(description: "\(path): \(key) must be \(expected)")
+        }
+        mutating func known(_ table: TOMLTable, _ keys: [String], in prefix: String) throws {
+            self.prefix = prefix
+            for key in table.keys where !keys.contains(key) {
+                throw Failure(description: "\(path): unknown key \(prefix)\(key) (known: \(keys.joined(separator: ", ")))")
+            }
+        }
+        func string(_ t: TOMLTable, _ k: String) throws -> String? {
+            guard let v = t[k] else { return nil }
+            guard let s = v.string else { throw fail(prefix + k, "a string") }
+            return s
+        }
+        func bool(_ t: TOMLTable, _ k: String) throws -> Bool? {
+            guard let v = t[k] else { return nil }
+            guard let b = v.bool else { throw fail(prefix + k, "true or false") }
+            return b
+        }
+        func int(_ t: TOMLTable, _ k: String, _ range: ClosedRange<Int>) throws -> Int? {
+            guard let v = t[k] else { return nil }
+            guard let i = v.int, range.contains(i) else { throw fail(prefix + k, "an integer in \(range.lowerBound)…\(range.upperBound)") }
+            return i
+        }
+        func strings(_ t: TOMLTable, _ k: String) throws -> [String]? {
+            guard let v = t[k] else { return nil }
+            guard let a = v.array else { throw fail(prefix + k, "an array of strings") }
+            return try a.map { guard let s = $0.string else { throw fail(prefix + k, "an array of strings") }; return s }
+        }
+        func table(_ t: TOMLTable, _ k: String) throws -> TOMLTable? {
+            guard let v = t[k] else { return nil }
+            guard let table = v.table else { throw fail(prefix + k, "a table") }
+            return table
+        }
+    }
+}

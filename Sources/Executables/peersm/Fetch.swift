@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OnionRouting
+import PeersmProtocol
+import Requester
+
+struct Fetch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fetch one file through a facilitator and verify every chunk.",
+        discussion: """
+            RELAYS is the circuit's path, first hop first; the LAST relay must be a Peersm facilitator.
+            Each relay is written
+
+                host:port:rsa_fingerprint_hex:ed25519_identity_base64:ntor_onion_key_base64
+
+            for example
+
+                127.0.0.1:9001:A1B2…(40 hex)…:dGhpcyBpcyBh…(43 b64):bm90IGEgcmVh…(43 b64)
+
+            (the ed25519 field may be '-'). Give several separated by commas, or a file with one per
+            line with @FILE (# starts a comment). `facilitatord` prints its own line at start.
+
+            The file info (size, type, the facilitator's signing key) comes first; then the data, in
+            queries of up to 31.8 MB. A broken circuit is rebuilt and the transfer resumes from the
+            last verified block. Exit status: 0 done and verified; 1 refused (DB_END) or verification
+            failure; 2 circuits kept failing; 64 bad arguments.
+            """)
+
+    @Argument(help: "A magnet link (magnet:?xt=urn:btih:…) or a 40-hex-digit infohash.")
+    var hashName: String
+
+    @Option(name: .long, help: "The circuit path: relay specs separated by commas, or @FILE (see above).")
+    var via: String
+
+    @Option(name: [.short, .customLong("output")], help: "Where to write the file.")
+    var output: String
+
+    @Option(help: "Chunks (486 bytes) asked per query, 1…65535.")
+    var chunksPerQuery: UInt16 = .max
+
+    @Option(help: "New circuits to build after losing one before giving up.")
+    var rebuilds = 5
+
+    @Flag(help: "No progress bar.")
+    var quiet = false
+
+    func run() async throws {
+        let name: HashName
+        do { name = try parseHashName(hashName) } catch { throw ValidationError("\(error)") }
+        let hops: [CircuitHop]
+        do { hops = try RelaySpec.parseList(via) } catch { throw ValidationError("\(error)") }
+        guard hops.count >= 1 else { throw ValidationError("--via names no relay") }
+        let provider = makeNodeCircuitProvider(hops)
+        var options = FetchOptions()
+        options.chunksPerQuery = max(1, chunksPerQuery)
+        options.maxCircuitRebuilds = rebuilds
+        _ = try await runFetch(Requester(circuits: provider, options: options), name, to: URL(fileURLWithPath: output), quiet: quiet)
+    }
+}
+
+/// Reads a command-line hash_name: a magnet link, or 40 hex digits (sent as the 20-byte infohash).
+func parseHashName(_ text: String) throws -> HashName {
+    let s = text.trimmingCharacters(in: .whitespaces)
+    if s.hasPrefix("magnet:?") {
+        let name = try HashName(magnet: s)
+        guard name.infohash != nil else { throw ValidationError("the magnet link has no xt=urn:btih: infohash") }
+        return name
+    }
+    guard s.utf8.count == 40, let bytes = RelaySpecHex.decode(s) else {
+        throw ValidationError("expected a magnet link or a 40-hex-digit infohash, got \"\(s)\"")
+    }
+    return try HashName(infohash: bytes)
+}
+
+enum RelaySpecHex {
+    static func decode(_ s: String) -> [UInt8]? {
+        let chars = Array(s.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: chars.count, by: 2) {
+            guard let b = UInt8(String(decoding: chars[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            out.append(b)
+        }
+        return out
+    }
+}
+
+/// Runs a fetch with a progress bar on stderr; maps failures to exit codes with a clear message.
+func runFetch(_ requester: Requester, _ name: HashName, to output: URL, quiet: Bool) async throws -> FetchResult {
+    let bar = ProgressBar(enabled: !quiet)
+    do {
+        let result = try await requester.fetch(name, to: output) { bar.update($0) }
+        bar.finish()
+        return result
+    } catch let error as FetchError {
+        bar.finish()
+        FileHandle.standardError.write(Data("peersm: \(error)\n".utf8))
+        if case .circuitsExhausted = error { throw ExitCode(2) }
+        throw ExitCode(1)
+    }
+}
+
+/// The progress line (bytes, rate, ETA), redrawn at most 10 times a second.
+final class ProgressBar: @unchecked Sendable {
+    private let lock = NSLock()
+    private let enabled: Bool
+    private let clock = ContinuousClock()
+    private let start: ContinuousClock.Instant
+    private var lastDraw: ContinuousClock.Instant
+    private var drew = false
+    private let meter = ProgressMeter()
+
+    init(enabled: Bool) {
+        self.enabled = enabled
+        start = clock.now
+        lastDraw = start - .seconds(1)
+    }
+
+    func update(_ p: FetchProgress) {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        let now = clock.now
+        switch p.stage {
+        case .transferring:
+            guard now - lastDraw >= .milliseconds(100) || p.verifiedBytes == p.totalBytes else { return }
+            lastDraw = now
+            write("\r\u{1B}[K" + meter.line(done: p.verifiedBytes, total: p.totalBytes, elapsed: now - start))
+            drew = true
+        case .buildingCircuit(let attempt):
+            note(attempt == 1 ? "building circuit…" : "building circuit (attempt \(attempt))…")
+        case .facilitator(let word):
+            note("facilitator: \(word)")
+        case .resumed(let chunk):
+            note("circuit lost; resuming from chunk \(chunk) on a new circuit")
+        }
+    }
+
+    private func note(_ text: String) {
+        write((drew ? "\n" : "") + text + "\n")
+        drew = false
+    }
+
+    func finish() {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if drew { write("\n") }
+        drew = false
+    }
+
+    private func write(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+}

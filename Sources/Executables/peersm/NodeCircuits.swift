@@ -1,0 +1,8 @@
+import NIOPosix
+import OnionRouting
+import Requester
+
+/// Circuits over real TLS links to the relays named on the command line (node runtime).
+func makeNodeCircuitProvider(_ hops: [CircuitHop]) -> any CircuitProvider {
+    OnionCircuitProvider(path: hops, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+}

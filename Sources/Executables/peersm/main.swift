@@ -1,1 +1,0 @@
-print("peersm: not built yet")

@@ -1,1 +1,0 @@
-// Facilitator module.

@@ -1,0 +1,330 @@
+import Crypto
+import Logging
+import Metrics
+import NIOCore
+import OnionRouting
+import PeersmProtocol
+
+/// How the facilitator's answers leave: the relay runtime that owns the circuit. Calls arrive in the
+/// order the messages must be sent and must not block; the runtime hands each body to
+/// `OnionRelay.sendApplicationMessage`, whose circuit window holds back what it cannot send yet.
+public protocol FacilitatorTransport: Sendable {
+    func send(circuit: RelayCircuitID, streamID: UInt16, command: PeersmRelayCommand, body: ByteBuffer)
+}
+
+public struct FacilitatorConfiguration: Sendable {
+    /// DB streams one circuit may have open; the next query gets DB_END(BUSY).
+    public var maxStreamsPerCircuit = 8
+    /// DB streams open across all circuits; the next query gets DB_END(BUSY).
+    public var maxStreams = 256
+    /// How long a hash_name may take to resolve (metadata) before DB_END(UNAVAILABLE).
+    public var resolveTimeout: Duration = .seconds(60)
+    /// How long the source may deliver nothing while we wait for it before DB_END(TIMEOUT).
+    public var stallTimeout: Duration = .seconds(60)
+    /// DB_DATA per stream held while the requester's DB window is closed.
+    public var maxBufferedMessages = 256
+    public init() {}
+}
+
+/// The Peersm facilitator at the exit hop: answers DB_QUERY streams from a `ContentSource`, signing
+/// every block with one Ed25519 key. One `DBStreamMachine` per stream; this actor owns the content
+/// tasks, the deadlines and the metrics, and performs the machines' actions.
+public actor FacilitatorService {
+    public nonisolated let publicKey: Curve25519.Signing.PublicKey
+    public let configuration: FacilitatorConfiguration
+    private let source: any ContentSource
+    private let key: Curve25519.Signing.PrivateKey
+    private let transport: any FacilitatorTransport
+    private let logger: Logger
+    private let metrics = FacilitatorMetrics()
+
+    private struct StreamKey: Hashable, Sendable, CustomStringConvertible {
+        var circuit: RelayCircuitID
+        var streamID: UInt16
+        var description: String { "\(circuit)#\(streamID)" }
+    }
+
+    private final class Entry {
+        var machine: DBStreamMachine
+        let generation: UInt64
+        var file: (any ContentFile)?
+        var tasks: [Task<Void, Never>] = []
+        var capacityWaiter: CheckedContinuation<Bool, Never>?
+        var lastSourceActivity: ContinuousClock.Instant
+        init(machine: DBStreamMachine, generation: UInt64, now: ContinuousClock.Instant) {
+            self.machine = machine
+            self.generation = generation
+            self.lastSourceActivity = now
+        }
+    }
+
+    private var streams: [StreamKey: Entry] = [:]
+    private var perCircuit: [RelayCircuitID: Int] = [:]
+    private var nextGeneration: UInt64 = 1
+    private var stopped = false
+    private let clock = ContinuousClock()
+
+    public init(source: any ContentSource, signingKey: Curve25519.Signing.PrivateKey, transport: any FacilitatorTransport,
+                configuration: FacilitatorConfiguration = FacilitatorConfiguration(),
+                logger: Logger = Logger(label: "peersm.facilitator")) {
+        self.source = source
+        self.key = signingKey
+        self.publicKey = signingKey.publicKey
+        self.transport = transport
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public var activeStreams: Int { streams.count }
+
+    // MARK: inputs from the relay runtime
+
+    /// A DB_* relay message arrived at this (exit) hop.
+    public func received(circuit: RelayCircuitID, streamID: UInt16, command: UInt8, body: ByteBuffer) {
+        let key = StreamKey(circuit: circuit, streamID: streamID)
+        if let entry = streams[key] {
+            perform(entry.machine.received(command, body: body), key, entry)
+            return
+        }
+        guard command == PeersmRelayCommand.dbQuery.rawValue else {
+            // DB_SENDME/DB_END for a stream we already closed, or DB_INFO (ORDB only): nothing to do.
+            logger.debug("ignored DB command \(command) on \(key)")
+            return
+        }
+        guard streamID != 0 else {
+            logger.debug("DB_QUERY on stream 0 from \(circuit): no stream to answer on")
+            return
+        }
+        guard !stopped else { return reply(key, .destroyed) }
+        let query: DBQuery
+        do {
+            query = try DBQuery(decoding: body)
+        } catch {
+            metrics.requests(kind: "malformed")
+            logger.info("malformed DB_QUERY on \(key): \(error)")
+            return reply(key, .badRequest)
+        }
+        metrics.requests(kind: query.isInfoRequest ? "info" : "data")
+        guard streams.count < configuration.maxStreams,
+              perCircuit[circuit, default: 0] < configuration.maxStreamsPerCircuit else {
+            logger.info("busy: refusing \(key) (\(streams.count) streams, \(perCircuit[circuit, default: 0]) on circuit)")
+            return reply(key, .busy)
+        }
+        let entry = Entry(
+            machine: DBStreamMachine(query: query, signingKey: self.key, maxBufferedMessages: configuration.maxBufferedMessages),
+            generation: nextGeneration, now: clock.now)
+        nextGeneration += 1
+        streams[key] = entry
+        perCircuit[circuit, default: 0] += 1
+        metrics.activeStreams(streams.count)
+        logger.debug("query on \(key): \(query.hashName) chunks \(query.firstChunk)+\(query.chunkCount) counter \(query.counter)")
+        perform(entry.machine.start(), key, entry)
+    }
+
+    /// The requester closed the stream with RELAY_END (the relay forgot it).
+    public func streamClosed(circuit: RelayCircuitID, streamID: UInt16) {
+        let key = StreamKey(circuit: circuit, streamID: streamID)
+        guard let entry = streams[key] else { return }
+        perform(entry.machine.transportClosed(), key, entry)
+    }
+
+    /// The circuit is gone (DESTROY, channel lost): every stream on it stops its torrent work.
+    public func circuitClosed(_ circuit: RelayCircuitID) {
+        for (key, entry) in streams where key.circuit == circuit {
+            perform(entry.machine.transportClosed(), key, entry)
+        }
+    }
+
+    /// Ends every stream with DB_END(DESTROYED) and refuses new ones.
+    public func shutdown() {
+        stopped = true
+        for (key, entry) in streams { perform(entry.machine.shutdown(), key, entry) }
+    }
+
+    // MARK: performing actions
+
+    private func perform(_ actions: [DBStreamMachine.Action], _ key: StreamKey, _ entry: Entry) {
+        for action in actions {
+            switch action {
+            case .send(let message):
+                send(key, message)
+            case .openContent(let name):
+                startResolving(name, key, entry)
+            case .readContent(let range):
+                startReading(range, key, entry)
+            case .stopContent:
+                stopContent(entry)
+            case .finished(let reason, let byRequester):
+                streams[key] = nil
+                if let n = perCircuit[key.circuit] { perCircuit[key.circuit] = n > 1 ? n - 1 : nil }
+                metrics.ended(reason: reason, byRequester: byRequester)
+                metrics.activeStreams(streams.count)
+                logger.debug("\(key) ended: \(reason)\(byRequester ? " (requester)" : ""), \(entry.machine.sentData) DB_DATA")
+            }
+        }
+        // Wake the reader when the machine wants bytes again (or the stream ended).
+        if let waiter = entry.capacityWaiter, entry.machine.wantsContent || streams[key] == nil {
+            entry.capacityWaiter = nil
+            waiter.resume(returning: streams[key] != nil)
+        }
+    }
+
+    private func send(_ key: StreamKey, _ message: PeersmMessage) {
+        do {
+            let body = try message.encoded()
+            if case .data(let data) = message { metrics.sent(bytes: data.data.readableBytes) }
+            transport.send(circuit: key.circuit, streamID: key.streamID, command: message.command, body: body)
+        } catch {
+            // Only our own malformed message could get here: a bug, never peer input.
+            logger.error("could not encode \(message.command) for \(key): \(error)")
+        }
+    }
+
+    private func reply(_ key: StreamKey, _ reason: DBEndReason) {
+        send(key, .end(DBEnd(reason: reason)))
+        metrics.ended(reason: reason, byRequester: false)
+    }
+
+    private func stopContent(_ entry: Entry) {
+        for task in entry.tasks { task.cancel() }
+        entry.tasks.removeAll()
+        if let file = entry.file {
+            entry.file = nil
+            Task { await file.close() }
+        }
+        if let waiter = entry.capacityWaiter {
+            entry.capacityWaiter = nil
+            waiter.resume(returning: false)
+        }
+    }
+
+    /// Looks up the live entry for a callback from a content task (nil once the stream moved on).
+    private func live(_ key: StreamKey, _ generation: UInt64) -> Entry? {
+        guard let entry = streams[key], entry.generation == generation else { return nil }
+        return entry
+    }
+
+    private func startResolving(_ name: HashName, _ key: StreamKey, _ entry: Entry) {
+        let generation = entry.generation
+        let source = self.source
+        let query = entry.machine.query
+        let readFrom = query.isInfoRequest ? nil : UInt64(query.firstChunk) * UInt64(PeersmWire.chunkSize)
+        entry.lastSourceActivity = clock.now
+        entry.tasks.append(Task {
+            do {
+                let file = try await source.open(name, readFrom: readFrom) { [weak self] state in
+                    await self?.progress(key, generation, state)
+                }
+                self.opened(key, generation, file)
+            } catch {
+                self.failed(key, generation, error)
+            }
+        })
+        startWatchdog(key, entry)
+    }
+
+    private func progress(_ key: StreamKey, _ generation: UInt64, _ state: ProgressState) {
+        guard let entry = live(key, generation) else { return }
+        entry.lastSourceActivity = clock.now
+        perform(entry.machine.contentProgress(state), key, entry)
+    }
+
+    private func opened(_ key: StreamKey, _ generation: UInt64, _ file: any ContentFile) {
+        guard let entry = live(key, generation), entry.machine.phase == .resolving else {
+            Task { await file.close() }
+            return
+        }
+        entry.file = file
+        entry.lastSourceActivity = clock.now
+        perform(entry.machine.contentOpened(size: file.size, mimeType: file.mimeType), key, entry)
+    }
+
+    private func failed(_ key: StreamKey, _ generation: UInt64, _ error: Error) {
+        guard let entry = live(key, generation) else { return }
+        if error is CancellationError { return }
+        let reason = (error as? ContentError)?.reason ?? .unavailable
+        logger.info("\(key): content failed: \(error)")
+        perform(entry.machine.contentFailed(reason), key, entry)
+    }
+
+    private func startReading(_ range: Range<UInt64>, _ key: StreamKey, _ entry: Entry) {
+        guard let file = entry.file else {
+            perform(entry.machine.contentFailed(.unavailable), key, entry)
+            return
+        }
+        let generation = entry.generation
+        entry.tasks.append(Task {
+            do {
+                for try await bytes in try await file.read(range) {
+                    guard await self.deliver(key, generation, bytes) else { return }
+                }
+                try Task.checkCancellation()
+                self.ended(key, generation)
+            } catch {
+                self.failed(key, generation, error)
+            }
+        })
+    }
+
+    /// Feeds bytes to the machine; suspends while it wants no more. False once the stream is gone.
+    private func deliver(_ key: StreamKey, _ generation: UInt64, _ bytes: ByteBuffer) async -> Bool {
+        guard let entry = live(key, generation) else { return false }
+        entry.lastSourceActivity = clock.now
+        perform(entry.machine.contentData(bytes), key, entry)
+        guard live(key, generation) != nil else { return false }
+        if entry.machine.wantsContent { return true }
+        return await withCheckedContinuation { entry.capacityWaiter = $0 }
+    }
+
+    private func ended(_ key: StreamKey, _ generation: UInt64) {
+        guard let entry = live(key, generation) else { return }
+        perform(entry.machine.contentEnded(), key, entry)
+    }
+
+    /// Checks the resolve and stall deadlines while the stream waits for its source.
+    private func startWatchdog(_ key: StreamKey, _ entry: Entry) {
+        let generation = entry.generation
+        let tick = min(configuration.resolveTimeout, configuration.stallTimeout) / 4
+        let started = clock.now
+        entry.tasks.append(Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: max(tick, .milliseconds(10)))
+                guard self.checkDeadline(key, generation, started: started) else { return }
+            }
+        })
+    }
+
+    private func checkDeadline(_ key: StreamKey, _ generation: UInt64, started: ContinuousClock.Instant) -> Bool {
+        guard let entry = live(key, generation) else { return false }
+        let now = clock.now
+        switch entry.machine.phase {
+        case .resolving where now - started >= configuration.resolveTimeout,
+             .serving where entry.machine.isWaitingForSource && now - entry.lastSourceActivity >= configuration.stallTimeout:
+            logger.info("\(key): deadline passed while \(entry.machine.phase) after \(entry.machine.sentData) DB_DATA, \(entry.machine.bufferedMessages) buffered")
+            perform(entry.machine.deadlinePassed(), key, entry)
+            return false
+        case .serving where !entry.machine.isWaitingForSource:
+            // Waiting on the requester's window: not the source's fault, restart the stall clock.
+            entry.lastSourceActivity = now
+            return true
+        default:
+            return entry.machine.phase != .done
+        }
+    }
+}
+
+/// swift-metrics instruments (the daemon bootstraps a Prometheus backend).
+struct FacilitatorMetrics: Sendable {
+    private let bytes = Counter(label: "peersm_facilitator_data_bytes_total")
+    private let active = Gauge(label: "peersm_facilitator_active_streams")
+
+    func requests(kind: String) {
+        Counter(label: "peersm_facilitator_requests_total", dimensions: [("kind", kind)]).increment()
+    }
+    func sent(bytes count: Int) { bytes.increment(by: count) }
+    func activeStreams(_ n: Int) { active.record(n) }
+    func ended(reason: DBEndReason, byRequester: Bool) {
+        Counter(label: "peersm_facilitator_db_end_total",
+                dimensions: [("reason", reason.description), ("by", byRequester ? "requester" : "facilitator")]).increment()
+    }
+}

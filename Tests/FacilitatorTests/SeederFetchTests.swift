@@ -1,0 +1,124 @@
+import Crypto
+import Facilitator
+import Foundation
+import PeersmProtocol
+import Requester
+import TestSupport
+import Testing
+import TorrentEngine
+
+/// A third-party seeder → our torrent engine → facilitator → our relays (3 hops) → requester.
+/// These start BitTorrent peers: private network namespace only (scripts/in-private-net).
+@Suite(.serialized) struct SeederFetchTests {
+    struct Setup {
+        let scratch: TemporaryDirectory
+        let fixture: TorrentFixture
+        let seeder: Seeder
+        let engine: TorrentEngine
+        let rig: LoopbackRig
+
+        init(_ kind: Seeder.Kind, size: Int, resolveTimeout: Duration = .seconds(30)) async throws {
+            scratch = try TemporaryDirectory("peersm-facilitator")
+            fixture = try TorrentFixture(in: scratch.url, name: "payload.bin", size: size, pieceKiB: 64)
+            seeder = try await Seeder.start(kind, seeding: fixture, directory: scratch.url)
+            engine = try TorrentEngine(settings: .loopbackTest(dataDirectory: scratch.url.appendingPathComponent("engine").path))
+            var config = FacilitatorConfiguration()
+            config.resolveTimeout = resolveTimeout
+            rig = try LoopbackRig(source: TorrentContentSource(engine: engine), configuration: config)
+        }
+
+        /// The fixture's magnet link with the seeder as its `x.pe` peer (BEP 9).
+        var magnet: HashName { get throws { try HashName(magnet: "\(fixture.magnet)&x.pe=\(seeder.host):\(seeder.port)") } }
+
+        func stop() async {
+            await rig.stop()
+            await engine.shutdown()
+            seeder.stop()
+        }
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [Seeder.Kind.aria2, .libtorrent])
+    func thirdPartySeederToRequesterByteExact(_ kind: Seeder.Kind) async throws {
+        let setup = try await Setup(kind, size: 5 * 1024 * 1024 + 777)
+        let out = setup.scratch.url.appendingPathComponent("fetched.bin")
+        let words = WordLog()
+        let result: FetchResult
+        do {
+            result = try await setup.rig.requester().fetch(try setup.magnet, to: out) { p in
+                if case .facilitator(let w) = p.stage { words.add(w) }
+            }
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+        #expect(try Data(contentsOf: out) == (try setup.fixture.contents(ofFile: 0)))
+        #expect(result.fileInfo.size == UInt64(5 * 1024 * 1024 + 777))
+        #expect(words.words.contains("torrent"))
+        #expect(words.words.contains("start"))
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func circuitKilledMidTransferResumesByteExact() async throws {
+        let setup = try await Setup(.aria2, size: 8 * 1024 * 1024)
+        let out = setup.scratch.url.appendingPathComponent("fetched.bin")
+        let killed = KillOnce()
+        let network = setup.rig.network
+        let result: FetchResult
+        do {
+            result = try await setup.rig.requester { $0.chunksPerQuery = 4096 }.fetch(try setup.magnet, to: out) { p in
+                if case .transferring = p.stage, p.verifiedBytes > 1024 * 1024, killed.first() {
+                    Task { if let id = await network.openCircuits.first { await network.killCircuit(id) } }
+                }
+            }
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+        #expect(killed.fired)
+        #expect(result.circuitsBuilt == 2)
+        #expect(try Data(contentsOf: out) == (try setup.fixture.contents(ofFile: 0)))
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func unknownInfohashIsUnavailableWithinTheConfiguredTimeout() async throws {
+        let setup = try await Setup(.aria2, size: 100_000, resolveTimeout: .seconds(2))
+        // An infohash nobody seeds; the seeder is offered as a peer but does not have it.
+        let unknown = try HashName(magnet: "magnet:?xt=urn:btih:\(String(repeating: "ab", count: 20))&x.pe=\(setup.seeder.host):\(setup.seeder.port)")
+        let started = ContinuousClock.now
+        var reason: DBEndReason?
+        do {
+            _ = try await setup.rig.requester().fileInfo(unknown)
+        } catch FetchError.refused(let r, _) {
+            reason = r
+        }
+        let elapsed = seconds(ContinuousClock.now - started)
+        await setup.stop()
+        #expect(reason == .unavailable)
+        #expect(elapsed >= 2 && elapsed < 5, "answered after \(elapsed) s")
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func badMagnetIsBadRequestAtOnce() async throws {
+        let setup = try await Setup(.aria2, size: 1000)
+        let started = ContinuousClock.now
+        var reason: DBEndReason?
+        do {
+            _ = try await setup.rig.requester().fileInfo(try HashName(magnet: "magnet:?dn=no-infohash"))
+        } catch FetchError.refused(let r, _) {
+            reason = r
+        }
+        let elapsed = seconds(ContinuousClock.now - started)
+        await setup.stop()
+        #expect(reason == .badRequest)
+        #expect(elapsed < 2)
+    }
+}
+
+final class WordLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func add(_ w: String) { lock.lock(); list.append(w); lock.unlock() }
+    var words: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
