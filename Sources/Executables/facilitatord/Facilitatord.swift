@@ -8,8 +8,9 @@ struct Facilitatord: AsyncParsableCommand {
         commandName: "facilitatord",
         abstract: "The Peersm facilitator: fetches BitTorrent content for anonymous peers over onion circuits.",
         discussion: """
+            `facilitatord run --config FILE` runs the relay and facilitator (see etc/facilitatord.toml).
             Administration commands work on the daemon's SQLite database (--db, or $\(DatabaseOptions.environmentKey), \
             default \(DatabaseOptions.defaultPath)).
             """,
-        subcommands: [BlocklistCommand.self])
+        subcommands: [RunCommand.self, BlocklistCommand.self])
 }

@@ -88,6 +88,7 @@ public struct TorrentContentSource: ContentSource {
         case .rangeNotSatisfiable, .noSuchFile: return ContentError(.range, e.description)
         case .torrentRemoved, .engineStopped: return ContentError(.destroyed, e.description)
         case .tooManyTorrents: return ContentError(.busy, e.description)
+        case .stalled: return ContentError(.timeout, e.description)   // the swarm stopped delivering
         case .invalidArgument, .libtorrent: return ContentError(.unavailable, e.description)
         }
     }
