@@ -141,6 +141,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Executables/peersm"),
+        // Drives TorrentEngine for scripts/bench-torrent.
+        .executableTarget(name: "TorrentBench", dependencies: ["TorrentEngine"], path: "Benchmarks/TorrentBench"),
 
         // MARK: benchmarks
         .executableTarget(name: "VerifyBench", dependencies: ["PeersmProtocol"], path: "Benchmarks/VerifyBench"),

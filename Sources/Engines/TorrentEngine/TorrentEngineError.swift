@@ -1,0 +1,51 @@
+import CTorrent
+
+public enum TorrentEngineError: Error, Equatable, CustomStringConvertible {
+    /// The hash_name is neither a magnet link nor a 40-hex info-hash (or libtorrent refused it).
+    case invalidHashName(String)
+    /// No peer delivered the metadata in time (nobody has this torrent, or nobody we can reach).
+    case metadataTimeout(infoHash: String, seconds: Double)
+    /// The asked range does not lie inside the file.
+    case rangeNotSatisfiable(offset: Int64, length: Int64?, fileSize: Int64)
+    case noSuchFile(index: Int, fileCount: Int)
+    /// The torrent was removed (by `remove`, shutdown, or libtorrent) while a stream needed it.
+    case torrentRemoved(infoHash: String)
+    /// libtorrent stopped the torrent on an error.
+    case torrentFailed(infoHash: String, reason: String)
+    case tooManyTorrents(limit: Int)
+    case invalidArgument(String)
+    case engineStopped
+    /// A C-shim call failed: the shim's code and message.
+    case libtorrent(code: Int32, message: String)
+
+    public var description: String {
+        switch self {
+        case .invalidHashName(let why): return "invalid hash_name: \(why)"
+        case .metadataTimeout(let ih, let s): return "no metadata for \(ih) within \(s) s"
+        case .rangeNotSatisfiable(let o, let l, let size):
+            return "range offset \(o) length \(l.map(String.init) ?? "to end") is outside the file (\(size) bytes)"
+        case .noSuchFile(let i, let n): return "file index \(i) does not exist (torrent has \(n) files)"
+        case .torrentRemoved(let ih): return "torrent \(ih) was removed"
+        case .torrentFailed(let ih, let why): return "torrent \(ih) failed: \(why)"
+        case .tooManyTorrents(let n): return "already \(n) torrents open (maxConcurrentTorrents)"
+        case .invalidArgument(let why): return "invalid argument: \(why)"
+        case .engineStopped: return "the torrent engine has been shut down"
+        case .libtorrent(let c, let m): return "libtorrent error \(c): \(m)"
+        }
+    }
+
+    /// Turns a shim return code + message into an error (nil on success).
+    static func check(_ rc: Int32, _ err: ct_error) -> TorrentEngineError? {
+        guard rc != 0 else { return nil }
+        let message = withUnsafeBytes(of: err.message) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if rc == Int32(CT_EINVAL) { return .invalidArgument(message) }
+        return .libtorrent(code: rc, message: message)
+    }
+}
+
+/// Reads a NUL-terminated fixed-size C char array.
+func cString<T>(_ tuple: T) -> String {
+    withUnsafeBytes(of: tuple) { raw in String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self) }
+}

@@ -1,0 +1,53 @@
+import Foundation
+
+/// What a requester names: a magnet link, a bare 40-hex BitTorrent v1 info-hash, or .torrent bytes.
+public enum TorrentSource: Sendable, Equatable {
+    case magnet(String)
+    case infoHash(String)
+    case torrentFile([UInt8])
+
+    /// Parses a Peersm hash_name: `magnet:?…` or 40 hexadecimal digits (case-insensitive).
+    /// Anything else is refused here, before libtorrent sees it.
+    public init(hashName: String) throws {
+        let s = hashName.trimmingCharacters(in: .whitespacesAndNewlines)
+        if s.lowercased().hasPrefix("magnet:?") {
+            guard s.range(of: "xt=urn:bt", options: .caseInsensitive) != nil else {
+                throw TorrentEngineError.invalidHashName("magnet link without an xt=urn:btih/btmh info-hash")
+            }
+            self = .magnet(s)
+        } else if TorrentSource.isInfoHash(s) {
+            self = .infoHash(s.lowercased())
+        } else {
+            throw TorrentEngineError.invalidHashName(
+                "expected a magnet link or a 40-hex-digit info-hash, got \(s.count) characters")
+        }
+    }
+
+    static func isInfoHash(_ s: String) -> Bool {
+        s.utf8.count == 40 && s.utf8.allSatisfy { (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) }
+    }
+}
+
+/// Maps file names to MIME types for DB_CONNECTED. Only the types a streaming client cares about;
+/// the rest is application/octet-stream.
+public enum MIMEType {
+    static let table: [String: String] = [
+        "mp4": "video/mp4", "m4v": "video/mp4", "webm": "video/webm", "mkv": "video/x-matroska",
+        "avi": "video/x-msvideo", "mov": "video/quicktime", "ogv": "video/ogg", "mpg": "video/mpeg",
+        "mpeg": "video/mpeg", "ts": "video/mp2t", "flv": "video/x-flv", "wmv": "video/x-ms-wmv",
+        "mp3": "audio/mpeg", "m4a": "audio/mp4", "aac": "audio/aac", "ogg": "audio/ogg", "oga": "audio/ogg",
+        "opus": "audio/opus", "flac": "audio/flac", "wav": "audio/wav", "weba": "audio/webm",
+        "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
+        "svg": "image/svg+xml", "pdf": "application/pdf", "txt": "text/plain", "html": "text/html",
+        "htm": "text/html", "css": "text/css", "js": "text/javascript", "json": "application/json",
+        "epub": "application/epub+zip", "zip": "application/zip", "gz": "application/gzip",
+        "tar": "application/x-tar", "iso": "application/x-iso9660-image", "srt": "application/x-subrip",
+        "vtt": "text/vtt",
+    ]
+
+    public static func forFileName(_ name: String) -> String {
+        let base = name.split(separator: "/").last.map(String.init) ?? name
+        guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return "application/octet-stream" }
+        return table[base[base.index(after: dot)...].lowercased()] ?? "application/octet-stream"
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import TorrentEngine
+
+@Suite(.serialized)
+struct TorrentBadInputTests {
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentMalformedNamesAreRefused() async throws {
+        let scratch = try TemporaryDirectory("torrent-bad")
+        let engine = try makeEngine(scratch.url)
+        for bad in ["", "abc", String(repeating: "g", count: 40), String(repeating: "a", count: 39),
+                    "magnet:?dn=nohash", "magnet:?xt=urn:btih:xyz", "http://example.invalid/x.torrent"] {
+            await #expect(throws: TorrentEngineError.self, "\(bad)") { _ = try await engine.stream(bad) }
+        }
+        do {
+            _ = try await engine.stream("magnet:?xt=urn:btih:nothex")
+            Issue.record("accepted a malformed magnet")
+        } catch let e as TorrentEngineError {
+            guard case .invalidHashName = e else { Issue.record("wrong error \(e)"); return }
+        }
+        await #expect(throws: TorrentEngineError.self) {
+            _ = try await engine.open(torrentFile: Array("d4:infod4:name1:xee".utf8))
+        }
+        #expect(await engine.openTorrents.isEmpty)
+        await engine.shutdown()
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentUnknownInfoHashTimesOut() async throws {
+        let scratch = try TemporaryDirectory("torrent-timeout")
+        let engine = try makeEngine(scratch.url) { $0.metadataTimeout = .seconds(2) }
+        let started = ContinuousClock.now
+        var progress: [TorrentProgress] = []
+        do {
+            for try await e in try await engine.stream(String(repeating: "ab", count: 20)) {
+                if case .progress(let p) = e { progress.append(p) }
+            }
+            Issue.record("a torrent nobody has produced a stream")
+        } catch let e as TorrentEngineError {
+            guard case .metadataTimeout = e else { Issue.record("wrong error \(e)"); return }
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed >= .seconds(2) && elapsed < .seconds(10))
+        #expect(progress == [.torrent])
+        #expect(await engine.openTorrents.isEmpty)
+        await engine.shutdown()
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentRangePastEndAndRemovalMidStream() async throws {
+        let scratch = try TemporaryDirectory("torrent-range")
+        let fixture = try TorrentFixture(in: scratch.url, name: "range.bin", size: 4 * 1024 * 1024, pieceKiB: 64, seed: 31)
+        let seeder = try await Seeder.start(.aria2, seeding: fixture, directory: scratch.url)
+        defer { seeder.stop() }
+        let engine = try makeEngine(scratch.url) { $0.chunkSize = 16 * 1024; $0.maxReadAheadPieces = 4 }
+        let size = fixture.totalSize
+
+        for (offset, length) in [(size, Int64?.none), (size + 10, nil), (size - 10, Int64(11)), (0, size + 1)] {
+            do {
+                _ = try await collect(try await engine.stream(fixture.magnet, offset: offset, length: length,
+                                                              peers: [seeder.endpoint]))
+                Issue.record("range \(offset)+\(String(describing: length)) past the end was served")
+            } catch let e as TorrentEngineError {
+                guard case .rangeNotSatisfiable(_, _, let fileSize) = e else { Issue.record("wrong error \(e)"); continue }
+                #expect(fileSize == size)
+            }
+        }
+        await #expect(throws: TorrentEngineError.self) { _ = try await engine.stream(fixture.magnet, offset: -1) }
+
+        // Removal mid-stream: the consumer gets an error, not a hang or a crash.
+        var it = try await engine.stream(fixture.magnet, peers: [seeder.endpoint]).makeAsyncIterator()
+        var id: TorrentID?
+        var received = 0
+        while id == nil || received < 3 {
+            switch try await it.next() {
+            case .ready(let info)?: id = info.torrent
+            case .data?: received += 1
+            case .progress?: break
+            case nil: Issue.record("stream ended early"); return
+            }
+        }
+        await engine.remove(try #require(id))
+        do {
+            while try await it.next() != nil {}
+            Issue.record("stream finished normally after its torrent was removed")
+        } catch let e as TorrentEngineError {
+            guard case .torrentRemoved = e else { Issue.record("wrong error \(e)"); return }
+        }
+
+        // Cancelling the consumer stops the work and drops the torrent.
+        let consumer = Task {
+            var n = 0
+            for try await e in try await engine.stream(fixture.magnet, peers: [seeder.endpoint]) {
+                if case .data = e { n += 1; try await Task.sleep(for: .milliseconds(200)) }
+            }
+            return n
+        }
+        try await Task.sleep(for: .seconds(2))
+        consumer.cancel()
+        _ = try? await consumer.value
+        #expect(await eventually(.seconds(5)) { await engine.openTorrents.isEmpty })
+        let stats = try await engine.sessionStats()
+        #expect(stats.storeBytes == 0)
+        #expect(stats.payloadUploaded == 0)
+        await engine.shutdown()
+    }
+}

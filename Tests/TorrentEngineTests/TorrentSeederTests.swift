@@ -1,0 +1,182 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import TorrentEngine
+
+/// Our engine against seeders that are not ours, on loopback in a private network namespace.
+@Suite(.serialized)
+struct TorrentSeederTests {
+    /// The three range shapes every seeder must serve identically: the whole file, a range in the
+    /// middle crossing piece boundaries, and the last partial piece.
+    func streamRanges(from kind: Seeder.Kind) async throws {
+        let scratch = try TemporaryDirectory("torrent-\(kind.rawValue)")
+        // 64 KiB pieces, size not a multiple of the piece: the last piece is partial.
+        let fixture = try TorrentFixture(in: scratch.url, name: "clip-\(kind.rawValue).mp4",
+                                         size: 3 * 1024 * 1024 + 12_345, pieceKiB: 64, seed: UInt64(kind.rawValue.count))
+        let seeder = try await Seeder.start(kind, seeding: fixture, directory: scratch.url)
+        defer { seeder.stop() }
+        let engine = try makeEngine(scratch.url)
+        let original = try fixture.contents(ofFile: 0)
+        let size = Int64(original.count)
+        let lastPieceStart = Int64(fixture.pieceCount - 1) * Int64(fixture.pieceLength)
+        let cases: [(String, Int64, Int64?)] = [
+            ("whole file", 0, nil),
+            ("middle", 100_000, 1_000_000),
+            ("last partial piece", lastPieceStart, size - lastPieceStart),
+        ]
+        for (label, offset, length) in cases {
+            let got = try await collect(try await engine.stream(fixture.magnet, offset: offset, length: length,
+                                                                  peers: [seeder.endpoint]))
+            let want = original.subdata(in: Int(offset)..<Int(offset + (length ?? size - offset)))
+            #expect(got.data.count == want.count, "\(kind) \(label): length")
+            #expect(try sha256(got.data, scratch: scratch.url) == sha256(want, scratch: scratch.url), "\(kind) \(label): SHA-256")
+            #expect(got.info?.mimeType == "video/mp4")
+            #expect(got.info?.fileSize == size)
+            #expect(got.progress.contains(.torrent) && got.progress.contains(.start))
+        }
+        let stats = try await engine.sessionStats()
+        #expect(stats.payloadUploaded == 0)
+        #expect(await engine.openTorrents.isEmpty, "the torrent is dropped once its stream ends")
+        await engine.shutdown()
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentStreamsRangesFromAria2ByMagnet() async throws {
+        try await streamRanges(from: .aria2)
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentStreamsRangesFromTransmissionByMagnet() async throws {
+        try await streamRanges(from: .transmission)
+    }
+}
+
+@Suite(.serialized)
+struct TorrentTrackerTests {
+    /// One file of a multi-file torrent, peers found through opentracker (aria2c announces there).
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentStreamsOneFileOfMultiFileTorrentViaOpentracker() async throws {
+        let scratch = try TemporaryDirectory("torrent-multi")
+        // The announce URL is fixed before the tracker runs: the info-hash does not depend on it.
+        let trackerPort = freePort()
+        let announce = "http://127.0.0.1:\(trackerPort)/announce"
+        let fixture = try TorrentFixture(in: scratch.url, name: "album", files: [
+            ("a-readme.txt", 150_000), ("movie.webm", 1_200_000), ("notes.srt", 40_000),
+        ], pieceKiB: 32, tracker: announce, seed: 77)
+        let tracker = try await LocalTracker(directory: scratch.url, infoHashes: [fixture.infoHash], port: trackerPort)
+        defer { tracker.stop() }
+        #expect(fixture.magnet.contains("tr="))
+        let seeder = try await Seeder.start(.aria2, seeding: fixture, directory: scratch.url)
+        defer { seeder.stop() }
+        let engine = try makeEngine(scratch.url) { $0.useTrackers = true }
+
+        // Default: the largest file, no peer given (the tracker names the seeder).
+        let largest = try await collect(try await engine.stream(fixture.magnet))
+        let movie = try #require(fixture.files.firstIndex { $0.path.hasSuffix("movie.webm") })
+        #expect(largest.info?.fileIndex == movie)
+        #expect(largest.info?.mimeType == "video/webm")
+        #expect(try sha256(largest.data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: movie), scratch: scratch.url))
+
+        // A chosen small file whose bytes start and end inside pieces shared with other files.
+        let notes = try #require(fixture.files.firstIndex { $0.path.hasSuffix("notes.srt") })
+        let got = try await collect(try await engine.stream(fixture.magnet, fileIndex: notes))
+        #expect(got.info?.fileName.hasSuffix("notes.srt") == true)
+        #expect(got.info?.mimeType == "application/x-subrip")
+        #expect(try sha256(got.data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: notes), scratch: scratch.url))
+        #expect(try await engine.sessionStats().payloadUploaded == 0)
+        await engine.shutdown()
+    }
+}
+
+@Suite(.serialized)
+struct TorrentFreeRiderTests {
+    /// A plain libtorrent leecher connected only to us, while we hold the whole file and after the
+    /// seeder has left, gets no payload; our upload counters stay at 0. The engine's data
+    /// directory holds no content bytes afterwards.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentFreeRiderUploadsNothingAndWritesNothing() async throws {
+        let scratch = try TemporaryDirectory("torrent-freerider")
+        let fixture = try TorrentFixture(in: scratch.url, name: "freeride.bin", size: 2 * 1024 * 1024 + 777,
+                                         pieceKiB: 64, seed: 4242)
+        let seeder = try await Seeder.start(.aria2, seeding: fixture, directory: scratch.url)
+        let leecher = try await ProbeLeecher(torrent: fixture, directory: scratch.url)
+        defer { leecher.stop() }
+        let dataDir = scratch.url.appendingPathComponent("engine-data")
+        let engine = try makeEngine(scratch.url)
+
+        // Hold the torrent open past the stream, so the leecher can ask for every piece we have.
+        let (id, _) = try await engine.open(fixture.magnet, peers: [seeder.endpoint])
+        try await engine.connectPeer(id, PeerEndpoint(host: leecher.host, port: leecher.port))
+        let got = try await collect(try await engine.stream(fixture.magnet, peers: [seeder.endpoint]))
+        #expect(try sha256(got.data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+        seeder.stop()
+
+        // The leecher must have seen us and wanted our pieces, or the 0 below would prove nothing.
+        let ourPort = UInt16(await engine.listenPort)
+        let sawUs = try await eventually(.seconds(20)) {
+            let r = try? leecher.report()
+            return r?.peers.contains { $0.weInterested && $0.piecesTheyHave == fixture.pieceCount } ?? false
+        }
+        #expect(sawUs, "the leecher never saw our full bitfield/HAVEs")
+        try await Task.sleep(for: .seconds(6))   // time for requests (which we must refuse)
+        let report = try leecher.report()
+        #expect(report.payloadDown == 0, "leecher received \(report.payloadDown) payload bytes")
+        #expect(report.peers.allSatisfy { $0.down == 0 })
+        let ours = try await engine.peers(id).filter { $0.endpoint.port == leecher.port }
+        #expect(!ours.isEmpty, "still connected to the leecher")
+        #expect(ours.allSatisfy { $0.weChoke && $0.payloadUploaded == 0 })
+        let stats = try await engine.sessionStats()
+        #expect(stats.payloadUploaded == 0)
+        #expect(stats.payloadDownloaded >= Int64(fixture.totalSize))
+        _ = ourPort
+
+        // Disk proof: nothing of the content was ever written under the engine's data directory.
+        let disk = bytesOnDisk(dataDir)
+        #expect(disk.bytes == 0 && disk.files.isEmpty, "found on disk: \(disk.files)")
+        // And the pieces have left memory too.
+        #expect(stats.storeBytes == 0, "pieces still held: \(stats.storeBytes) bytes")
+        #expect(stats.storePeakBytes > 0 && stats.storePeakBytes <= Int64(TorrentEngineSettings().memoryBudget) + 64 * 1024)
+        await engine.close(id)
+        #expect(await engine.openTorrents.isEmpty)
+        await engine.shutdown()
+    }
+}
+
+/// Collects peer events in the background.
+actor EventLog {
+    var events: [PeerEvent] = []
+    func add(_ e: PeerEvent) { events.append(e) }
+}
+
+@Suite(.serialized)
+struct TorrentIPFilterTests {
+    /// A seeder on 127.0.0.2 inside the IP filter is never connected; the one on 127.0.0.1 serves.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentBlockedSeederIsNeverConnected() async throws {
+        let scratch = try TemporaryDirectory("torrent-ipfilter")
+        let fixture = try TorrentFixture(in: scratch.url, name: "filtered.bin", size: 1_000_000, pieceKiB: 32, seed: 9)
+        let blocked = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+        defer { blocked.stop() }
+        let allowed = try await Seeder.start(.aria2, seeding: fixture, directory: scratch.url)
+        defer { allowed.stop() }
+        let engine = try makeEngine(scratch.url)
+        let log = EventLog()
+        let collector = Task { for await e in engine.peerEvents { await log.add(e) } }
+        try await engine.replaceIPFilter([IPRange("127.0.0.2"), IPRange(first: "fd00::", last: "fd00::ffff")])
+        await #expect(throws: TorrentEngineError.self) {
+            try await engine.replaceIPFilter([IPRange(first: "10.0.0.9", last: "10.0.0.1")])
+        }
+
+        let got = try await collect(try await engine.stream(fixture.magnet, peers: [blocked.endpoint, allowed.endpoint]))
+        #expect(try sha256(got.data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+        let seenBlock = await eventually(.seconds(5)) { await log.events.contains { $0.kind == .blocked && $0.address == "127.0.0.2" } }
+        collector.cancel()
+        #expect(seenBlock, "a blocked event names 127.0.0.2")
+        #expect(await engine.peerCounters("127.0.0.2").connected == 0)
+        #expect(await engine.peerCounters("127.0.0.2").blocked >= 1)
+        #expect(await engine.peerCounters("127.0.0.1").connected >= 1)
+        #expect(await log.events.contains { $0.kind == .connected && $0.address == "127.0.0.1" })
+        await engine.shutdown()
+    }
+}
+
