@@ -1,1 +1,0 @@
-print("facilitatord: not built yet")
