@@ -100,6 +100,7 @@ let package = Package(
         .target(
             name: "Blocklists",
             dependencies: [
+                "TorrentEngine",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CompressNIO", package: "compress-nio"),
@@ -166,7 +167,7 @@ let package = Package(
         .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
-        .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TestSupport"]),
+        .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TorrentEngine", "TestSupport"]),
         .testTarget(name: "FacilitatorTests", dependencies: ["Facilitator", "Requester", "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: ["OnionTransport", "OnionRouting", "TestSupport"]),
     ],
