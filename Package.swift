@@ -167,7 +167,13 @@ let package = Package(
         .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
-        .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TorrentEngine", "TestSupport"]),
+        .testTarget(
+            name: "BlocklistsTests",
+            dependencies: [
+                "Blocklists", "TorrentEngine", "TestSupport",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]),
         .testTarget(name: "FacilitatorTests", dependencies: ["Facilitator", "Requester", "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: ["OnionTransport", "OnionRouting", "TestSupport"]),
     ],

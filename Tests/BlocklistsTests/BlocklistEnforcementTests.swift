@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Blocklists
+import TorrentEngine
+
+/// Imported lists enforced by a real libtorrent session against real seeders on 127.0.0.x.
+@Suite(.serialized)
+struct BlocklistEnforcementTests {
+    /// A seeder on 127.0.0.2 that an imported list names is never connected (libtorrent refuses it:
+    /// peer_blocked_alert → the engine's blocked event → our metric), while the seeder on 127.0.0.3
+    /// delivers the file, byte for byte.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func blocklistKeepsListedSeederOutWhileUnlistedSeederDelivers() async throws {
+        let scratch = try TemporaryDirectory("blocklist-enforce")
+        let fixture = try TorrentFixture(in: scratch.url, name: "enforced.bin", size: 1_500_000, pieceKiB: 32, seed: 31_337)
+        let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+        defer { listed.stop() }
+        let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+        defer { unlisted.stop() }
+
+        let service = try BlocklistService(store: try BlocklistStore(path: scratch.url.appendingPathComponent("bl.sqlite").path))
+        let report = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", """
+            # a PeerGuardian list naming the test seeder and an unrelated range
+            Test monitoring peer:127.0.0.2-127.0.0.2
+            Unrelated org:10.20.0.0-10.20.255.255
+            """))
+        #expect(report.list.rangeCount == 2 && report.issues.isEmpty)
+
+        let engine = try EngineRig.engine(scratch.url, "fetch")
+        let log = EngineEventLog()
+        let blockedBefore = EngineRig.blockedPeers()
+        let link = try await service.attach(engine, forward: { await log.add($0) })
+        defer { link.cancel() }
+
+        let data = try await EngineRig.bytes(try await engine.streamBytes(
+            fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint]))
+        #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+
+        let sawBlock = await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.2") }
+        let events = await log.events
+        #expect(sawBlock, "no blocked event for 127.0.0.2: \(events)")
+        #expect(await engine.peerCounters("127.0.0.2").connected == 0)
+        #expect(await engine.peerCounters("127.0.0.2").blocked >= 1)
+        #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+        #expect(await log.contains(.connected, "127.0.0.3"))
+        #expect(await log.events.filter { $0.kind == .blocked }.allSatisfy { $0.address == "127.0.0.2" && $0.detail == "ip_filter" })
+        // Every blocked event became one count of the metric.
+        #expect(EngineRig.blockedPeers() - blockedBefore == Int64(await log.count(.blocked, "127.0.0.2")))
+        #expect(try await engine.sessionStats().payloadUploaded == 0)
+        await engine.shutdown()
+    }
+
+    /// The filter changes under a running torrent: blocking a peer we are connected to drops that
+    /// connection at once, the torrent stays open (same id, metadata kept) and the fetch completes
+    /// from the other seeder; reconnecting to the blocked peer is refused. Removing the list lets
+    /// it back in.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func blocklistUpdateDropsLiveConnectionWithoutRestartingTorrent() async throws {
+        let scratch = try TemporaryDirectory("blocklist-live")
+        let fixture = try TorrentFixture(in: scratch.url, name: "live.bin", size: 1_200_000, pieceKiB: 32, seed: 4711)
+        let first = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+        defer { first.stop() }
+        let second = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+        defer { second.stop() }
+
+        let service = try BlocklistService(store: try BlocklistStore())
+        let engine = try EngineRig.engine(scratch.url, "live")
+        let log = EngineEventLog()
+        let link = try await service.attach(engine, forward: { await log.add($0) })
+        defer { link.cancel() }
+
+        // Metadata comes from 127.0.0.2 (the only peer given); the connection stays up.
+        let (id, metadata) = try await engine.open(fixture.magnet, peers: [first.engineEndpoint])
+        #expect(metadata.infoHash == fixture.infoHash)
+        #expect(try await EngineRig.eventually { try await engine.peers(id).contains { $0.endpoint.host == "127.0.0.2" } })
+        #expect(await engine.peerCounters("127.0.0.2").connected >= 1)
+
+        // Block it now: the running session drops the connection.
+        let blockedBefore = EngineRig.blockedPeers()
+        _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "late.p2p", "Late entry:127.0.0.2-127.0.0.2\n"))
+        let dropped = try await EngineRig.eventually(.seconds(10)) {
+            try await !engine.peers(id).contains { $0.endpoint.host == "127.0.0.2" }
+        }
+        #expect(dropped, "still connected to 127.0.0.2 after the filter changed")
+        #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.disconnected, "127.0.0.2") })
+        #expect(await engine.openTorrents == [id], "the torrent was not restarted")
+        #expect(try await engine.stats(id).hasMetadata)
+
+        // Asking for it again is refused by the filter, not attempted.
+        let connectedBefore = await engine.peerCounters("127.0.0.2").connected
+        try await engine.connectPeer(id, first.engineEndpoint)
+        #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.2") })
+        #expect(EngineRig.blockedPeers() > blockedBefore)
+
+        // The same torrent completes from 127.0.0.3.
+        try await engine.connectPeer(id, second.engineEndpoint)
+        let data = try await EngineRig.bytes(try await engine.streamBytes(fixture.magnet))
+        #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+        #expect(await engine.peerCounters("127.0.0.2").connected == connectedBefore)
+        #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+
+        // Lifting the block lets the peer back in (same torrent, still running).
+        #expect(try await service.removeList(named: "late"))
+        try await engine.connectPeer(id, first.engineEndpoint)
+        #expect(await EngineRig.eventually(.seconds(10)) { await engine.peerCounters("127.0.0.2").connected > connectedBefore })
+        await engine.close(id)
+        await engine.shutdown()
+    }
+}
