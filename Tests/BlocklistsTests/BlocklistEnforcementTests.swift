@@ -107,4 +107,65 @@ struct BlocklistEnforcementTests {
         await engine.close(id)
         await engine.shutdown()
     }
+
+    /// Lists and detected spies live in the SQLite file: after the store and service are closed
+    /// and reopened, both are still there and a brand-new engine gets them on attach, refusing the
+    /// listed seeder and the spy's peer while the unlisted seeder delivers.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func blocklistAndSpiesSurviveRestartAndApplyToNewEngine() async throws {
+        let scratch = try TemporaryDirectory("blocklist-restart")
+        let fixture = try TorrentFixture(in: scratch.url, name: "restart.bin", size: 800_000, pieceKiB: 32, seed: 1_234)
+        let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+        defer { listed.stop() }
+        let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+        defer { unlisted.stop() }
+        let spyPeer = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.7", directory: scratch.url)
+        defer { spyPeer.stop() }
+        let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.7:\(spyPeer.port)"], directory: scratch.url)
+        defer { spy.process.stop() }
+        let storePath = scratch.url.appendingPathComponent("bl.sqlite").path
+        let realHash = EngineRig.unhex(fixture.infoHash)
+
+        // First run: import a list and hunt (the spy answers values for the fake hash).
+        let (listsBefore, spiesBefore): ([ListInfo], [Detection]) = try await {
+            let service = try BlocklistService(store: try BlocklistStore(path: storePath))
+            _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", "Listed seeder:127.0.0.2-127.0.0.2\n"))
+            let hunter = try EngineRig.engine(scratch.url, "hunt") { $0.dhtEnabled = true }
+            let spyEP = Blocklists::PeerEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
+            let result = try await service.hunt(infohash: realHash, lookup: GuardedDHTLookup(engine: hunter, bootstrap: [spyEP], service: service))
+            #expect(Set(result.detections.map(\.address.description)) == ["127.0.0.4", "127.0.0.7"])
+            await hunter.shutdown()
+            return (try service.store.lists(), try service.store.spies(activeAt: Date()))
+        }()
+        #expect(listsBefore.map(\.name) == ["level1"] && spiesBefore.count == 2)
+
+        // Second run: everything reopened from the file.
+        let store = try BlocklistStore(path: storePath)
+        let service = try BlocklistService(store: store)
+        #expect(try store.lists() == listsBefore)
+        let spiesAfter = try store.spies(activeAt: Date())
+        #expect(spiesAfter.map(\.address) == spiesBefore.map(\.address))
+        #expect(spiesAfter.map(\.reason) == spiesBefore.map(\.reason))
+        #expect(zip(spiesAfter, spiesBefore).allSatisfy { abs($0.expiresAt.timeIntervalSince($1.expiresAt)) < 0.01 && $0.torrent == $1.torrent })
+        #expect(try await service.expire() == 0)
+        let union = try await service.enforcedRanges()
+        #expect(["127.0.0.2", "127.0.0.4", "127.0.0.7"].allSatisfy { union.contains(IPAddress($0)!) })
+
+        let engine = try EngineRig.engine(scratch.url, "fresh")
+        let log = EngineEventLog()
+        let link = try await service.attach(engine, forward: { await log.add($0) })
+        defer { link.cancel() }
+        let data = try await EngineRig.bytes(try await engine.streamBytes(
+            fixture.magnet, peers: [listed.engineEndpoint, spyPeer.engineEndpoint, unlisted.engineEndpoint]))
+        #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+        let refusedBoth = await EngineRig.eventually(.seconds(5)) {
+            let a = await log.contains(.blocked, "127.0.0.2"), b = await log.contains(.blocked, "127.0.0.7")
+            return a && b
+        }
+        #expect(refusedBoth)
+        #expect(await engine.peerCounters("127.0.0.2").connected == 0)
+        #expect(await engine.peerCounters("127.0.0.7").connected == 0)
+        #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+        await engine.shutdown()
+    }
 }
