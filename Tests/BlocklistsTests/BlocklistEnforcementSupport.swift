@@ -44,10 +44,37 @@ enum EngineRig {
         return String(try runTool("sha256sum", [file.path]).prefix(64))
     }
 
-    static func bytes(_ stream: AsyncThrowingStream<Data, Error>) async throws -> Data {
-        var out = Data()
-        for try await chunk in stream { out.append(chunk) }
-        return out
+    struct FetchStalled: Error, CustomStringConvertible { let description: String }
+
+    /// Streams the whole largest file of `magnet`. A fetch that has not finished within `timeout`
+    /// is cancelled and fails with what the engine knew (torrents, their stats and peers), rather
+    /// than hanging the suite.
+    static func fetch(_ engine: TorrentEngine, _ magnet: String, peers: [TorrentEngine::PeerEndpoint] = [],
+                      timeout: Duration = .seconds(90)) async throws -> Data {
+        let stream = try await engine.streamBytes(magnet, peers: peers)
+        return try await withThrowingTaskGroup(of: Data?.self) { group in
+            group.addTask {
+                var out = Data()
+                for try await chunk in stream { out.append(chunk) }
+                return out
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            if let first = try await group.next(), let data = first { return data }
+            var report: [String] = []
+            for id in await engine.openTorrents {
+                if let st = try? await engine.stats(id) {
+                    report.append("\(id): state \(st.state) metadata \(st.hasMetadata) pieces \(st.piecesHave) peers \(st.peers) down \(st.payloadDownloaded) error \(st.error ?? "-")")
+                }
+                for p in (try? await engine.peers(id)) ?? [] {
+                    report.append("  peer \(p.endpoint) seed \(p.isSeed) down \(p.payloadDownloaded) client \(p.client)")
+                }
+            }
+            throw FetchStalled(description: "fetch not done after \(timeout):\n" + report.joined(separator: "\n"))
+        }
     }
 
     /// Polls `condition` until it holds or `timeout` passes.

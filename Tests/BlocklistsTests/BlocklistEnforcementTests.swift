@@ -33,8 +33,7 @@ struct BlocklistEnforcementTests {
         let link = try await service.attach(engine, forward: { await log.add($0) })
         defer { link.cancel() }
 
-        let data = try await EngineRig.bytes(try await engine.streamBytes(
-            fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint]))
+        let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
         #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
 
         let sawBlock = await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.2") }
@@ -95,7 +94,7 @@ struct BlocklistEnforcementTests {
 
         // The same torrent completes from 127.0.0.3.
         try await engine.connectPeer(id, second.engineEndpoint)
-        let data = try await EngineRig.bytes(try await engine.streamBytes(fixture.magnet))
+        let data = try await EngineRig.fetch(engine, fixture.magnet)
         #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
         #expect(await engine.peerCounters("127.0.0.2").connected == connectedBefore)
         #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
@@ -132,8 +131,13 @@ struct BlocklistEnforcementTests {
             _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", "Listed seeder:127.0.0.2-127.0.0.2\n"))
             let hunter = try EngineRig.engine(scratch.url, "hunt") { $0.dhtEnabled = true }
             let spyEP = Blocklists::PeerEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
-            let result = try await service.hunt(infohash: realHash, lookup: GuardedDHTLookup(engine: hunter, bootstrap: [spyEP], service: service))
+            // Only the spy answers, so no node is trusted and the hunt falls back to a plain walk
+            // for the real hash, which the guard keeps away from the spy it has just caught.
+            let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: [spyEP])
             #expect(Set(result.detections.map(\.address.description)) == ["127.0.0.4", "127.0.0.7"])
+            #expect(result.trustedNodes.isEmpty && result.peers.isEmpty)
+            #expect(spy.process.log.contains("get_peers \(hex(result.fakeInfohash))"))
+            #expect(!spy.process.log.contains(fixture.infoHash), "the spy learned the real info-hash:\n\(spy.process.log)")
             await hunter.shutdown()
             return (try service.store.lists(), try service.store.spies(activeAt: Date()))
         }()
@@ -155,8 +159,7 @@ struct BlocklistEnforcementTests {
         let log = EngineEventLog()
         let link = try await service.attach(engine, forward: { await log.add($0) })
         defer { link.cancel() }
-        let data = try await EngineRig.bytes(try await engine.streamBytes(
-            fixture.magnet, peers: [listed.engineEndpoint, spyPeer.engineEndpoint, unlisted.engineEndpoint]))
+        let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, spyPeer.engineEndpoint, unlisted.engineEndpoint])
         #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
         let refusedBoth = await EngineRig.eventually(.seconds(5)) {
             let a = await log.contains(.blocked, "127.0.0.2"), b = await log.contains(.blocked, "127.0.0.7")

@@ -59,7 +59,6 @@ struct SpyDetectionEngineTests {
         defer { fetchLink.cancel() }
         let bootstrap = [Blocklists::PeerEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port),
                          Blocklists::PeerEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)]
-        let lookup = GuardedDHTLookup(engine: hunter, bootstrap: bootstrap, service: service)
 
         // Wait until both seeders' announces reached the honest node (asked directly, not the spy).
         let seeders = Set(["127.0.0.3:\(seedA.port)", "127.0.0.6:\(seedB.port)"])
@@ -74,7 +73,7 @@ struct SpyDetectionEngineTests {
 
         let detectedBefore = EngineRig.spiesDetected(.valuesForFakeInfohash)
         let started = Date()
-        let result = try await service.hunt(infohash: realHash, lookup: lookup)
+        let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: bootstrap)
 
         // The spy node and the peers it named are convicted, for this torrent, with an expiry.
         let spyIP = IPAddress("127.0.0.4")!, monitorIP = IPAddress("127.0.0.8")!, phantomIP = IPAddress("127.0.0.66")!
@@ -114,7 +113,7 @@ struct SpyDetectionEngineTests {
         // monitor is a working seeder, and the filter still never lets us connect to it.
         let blockedBefore = EngineRig.blockedPeers()
         let peers = result.peers.map { TorrentEngine::PeerEndpoint($0) } + [monitor.engineEndpoint]
-        let data = try await EngineRig.bytes(try await fetcher.streamBytes(fixture.magnet, peers: peers))
+        let data = try await EngineRig.fetch(fetcher, fixture.magnet, peers: peers)
         #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
         #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.8") })
         #expect(await fetcher.peerCounters("127.0.0.8").connected == 0)

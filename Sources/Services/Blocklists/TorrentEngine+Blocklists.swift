@@ -85,6 +85,11 @@ extension DHTResponse {
 /// not: a blocked node is never sent a query (not even the fake hash), and blocked nodes named in
 /// replies are left out, so the walk does not continue through them. The walk itself is
 /// `IterativeDHTLookup` (BEP 5 traversal by XOR distance) over single direct queries.
+///
+/// With `protecting` set to the real info-hash, it also never sends that hash to a node whose reply
+/// to another hash (the fake one) already convicts it under the detector's rules: the hunt records
+/// its detections only when it ends, and its fallback walk (no clean close node) would otherwise
+/// ask the spy it has just caught for the very hash the fake one was made to hide.
 public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
     public let engine: TorrentEngine
     /// Where each walk starts. The engine does not expose its routing table, so the daemon passes
@@ -94,21 +99,28 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
     public var queryTimeout: Duration
     public var maxQueries: Int
     private let isBlocked: @Sendable (IPAddress) async -> Bool
+    private let protected: [UInt8]?
+    private let detector: SpyDetector
+    private let caught = CaughtNodes()
 
     /// Blocked means: in the service's enforced union right now (static lists and unexpired spies),
-    /// re-read for every query, so a spy recorded during a hunt is avoided from then on. A failing
-    /// store counts as blocked: better to skip a node than to leak a hash to a spy.
+    /// re-read for every query, so a spy recorded meanwhile is avoided from then on. A failing store
+    /// counts as blocked: better to skip a node than to leak a hash to a spy.
     public init(engine: TorrentEngine, bootstrap: [PeerEndpoint], service: BlocklistService,
-                queryTimeout: Duration = .seconds(5), maxQueries: Int = 64) {
-        self.init(engine: engine, bootstrap: bootstrap, queryTimeout: queryTimeout, maxQueries: maxQueries) { address in
+                protecting realInfohash: [UInt8]? = nil, queryTimeout: Duration = .seconds(5), maxQueries: Int = 64) {
+        self.init(engine: engine, bootstrap: bootstrap, protecting: realInfohash, detector: service.hunter.detector,
+                  queryTimeout: queryTimeout, maxQueries: maxQueries) { address in
             (try? await service.isBlocked(address)) ?? true
         }
     }
 
-    public init(engine: TorrentEngine, bootstrap: [PeerEndpoint], queryTimeout: Duration = .seconds(5),
-                maxQueries: Int = 64, isBlocked: @escaping @Sendable (IPAddress) async -> Bool) {
+    public init(engine: TorrentEngine, bootstrap: [PeerEndpoint], protecting realInfohash: [UInt8]? = nil,
+                detector: SpyDetector = SpyDetector(), queryTimeout: Duration = .seconds(5), maxQueries: Int = 64,
+                isBlocked: @escaping @Sendable (IPAddress) async -> Bool) {
         self.engine = engine
         self.bootstrap = bootstrap
+        self.protected = realInfohash
+        self.detector = detector
         self.queryTimeout = queryTimeout
         self.maxQueries = maxQueries
         self.isBlocked = isBlocked
@@ -122,7 +134,13 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
 
     public func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
         guard await !isBlocked(node.address) else { return nil }
+        if let protected, infohash == protected, caught.contains(node.address) { return nil }
         guard var reply = try await engine.getPeers(infohash: infohash, from: node, timeout: queryTimeout) else { return nil }
+        if let protected, infohash != protected {
+            // The torrent tag and time do not matter here: only who is convicted.
+            let verdict = detector.judgeProbe(fakeInfohash: infohash, response: reply, torrent: TorrentTag(hex: ""), now: Date())
+            caught.insert(verdict.map(\.address))
+        }
         var closer: [DHTNode] = []
         for n in reply.nodes where await !isBlocked(n.endpoint.address) { closer.append(n) }
         reply.nodes = closer
@@ -133,6 +151,25 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
         var walk = IterativeDHTLookup(querier: self)
         walk.maxQueries = maxQueries
         return try await walk.getPeers(infohash: infohash)
+    }
+}
+
+/// Addresses one guarded hunt has convicted so far (queries run concurrently).
+private final class CaughtNodes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var addresses = Set<IPAddress>()
+    func insert(_ new: [IPAddress]) { lock.withLock { addresses.formUnion(new) } }
+    func contains(_ a: IPAddress) -> Bool { lock.withLock { addresses.contains(a) } }
+}
+
+extension BlocklistService {
+    /// The hunt as the daemon runs it: through `engine`'s read-only DHT node, starting at
+    /// `bootstrap`, never querying blocked nodes and never sending the real hash to a node the fake
+    /// walk convicted. Detections are recorded and pushed to every attached engine before this
+    /// returns, so the fetch that follows already refuses them.
+    public func hunt(infohash: [UInt8], through engine: TorrentEngine, bootstrap: [PeerEndpoint]) async throws -> HuntResult {
+        try await hunt(infohash: infohash,
+                       lookup: GuardedDHTLookup(engine: engine, bootstrap: bootstrap, service: self, protecting: infohash))
     }
 }
 
