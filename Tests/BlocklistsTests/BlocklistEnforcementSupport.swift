@@ -9,6 +9,11 @@ import TorrentEngine
 // Shared by the engine-level blocklist tests (BlocklistEnforcementTests, SpyDetectionEngineTests):
 // real libtorrent sessions and real peers on 127.0.0.x inside the private network namespace.
 
+/// Every engine-level blocklist test starts real peers on fixed 127.0.0.x addresses and reads
+/// process-wide metrics, so they run one at a time (nested suites inherit `.serialized`).
+@Suite(.serialized)
+struct BlocklistEngineTests {}
+
 enum EngineRig {
     /// One metrics backend for the whole test process (MetricsSystem can be bootstrapped once);
     /// tests read deltas of labelled counters, so they do not disturb each other.
