@@ -67,6 +67,20 @@ func writeFile(_ dir: TemporaryDirectory, _ name: String, _ text: String) throws
         #expect(try store.spies(activeAt: t0 + 3600).isEmpty)
     }
 
+    @Test func largeListsRoundTripThroughBatchedInserts() throws {
+        let store = try BlocklistStore()
+        // 64-row batches plus a partial one; labels with quotes and non-ASCII survive.
+        let entries = try (0..<203).map { i in
+            BlocklistEntry(range: try IPRange(IPAddress(ipv4: UInt32(i) * 16), IPAddress(ipv4: UInt32(i) * 16 + 7)),
+                           label: "Org \(i) «'\"»")
+        }
+        let parsed = ParsedBlocklist(format: .p2p, entries: entries, issues: [], allowedLines: 0, wasGzipped: false)
+        let info = try store.saveList(name: "big", source: "x", parsed: parsed, merged: entries, now: t0)
+        #expect(info.rangeCount == 203 && info.ipv4Addresses == 203 * 8)
+        #expect(try store.entries(list: "big").map(\.entry) == entries)
+        #expect(try store.allRanges().count == 203)
+    }
+
     @Test func reimportRefreshesAndAFailedImportKeepsTheOldList() async throws {
         let dir = try TemporaryDirectory("blocklist-refresh")
         let clock = TestClock(t0)

@@ -165,9 +165,25 @@ public final class BlocklistStore: Sendable {
                     """, arguments: values + [name])
                 id = db.lastInsertedRowID
             }
-            let insert = try db.cachedStatement(sql: "INSERT INTO range(listId, first, last, label) VALUES (?, ?, ?, ?)")
-            for e in merged {
-                try insert.execute(arguments: [id, Data(e.range.first.bytes), Data(e.range.last.bytes), e.label])
+            // Multi-row INSERTs: per-statement overhead, not SQLite, dominated one-row inserts.
+            let batch = 64
+            let rowSQL = "(?, ?, ?, ?)"
+            let full = try db.cachedStatement(sql: "INSERT INTO range(listId, first, last, label) VALUES "
+                                              + repeatElement(rowSQL, count: batch).joined(separator: ","))
+            var start = 0
+            while start < merged.count {
+                let chunk = merged[start..<min(start + batch, merged.count)]
+                var values: [(any DatabaseValueConvertible)?] = []
+                values.reserveCapacity(chunk.count * 4)
+                for e in chunk {
+                    values += [id, Data(e.range.first.bytes), Data(e.range.last.bytes), e.label] as [(any DatabaseValueConvertible)?]
+                }
+                let statement = chunk.count == batch ? full : try db.makeStatement(
+                    sql: "INSERT INTO range(listId, first, last, label) VALUES "
+                        + repeatElement(rowSQL, count: chunk.count).joined(separator: ","))
+                statement.setUncheckedArguments(StatementArguments(values))
+                try statement.execute()
+                start += chunk.count
             }
             try Self.bumpGeneration(db)
             return info
