@@ -25,8 +25,9 @@ public final class TorrentFixture: @unchecked Sendable {
     public static let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
 
     /// A single file `name` of `size` pseudo-random bytes (or a directory `name` holding `files`).
+    /// `hybrid`: a BitTorrent v1+v2 torrent (pad files, SHA-256 block hashes) instead of v1 only.
     public init(in directory: URL, name: String, size: Int? = nil, files multi: [(String, Int)] = [],
-                pieceKiB: Int = 64, tracker: String? = nil, seed: UInt64 = 1) throws {
+                pieceKiB: Int = 64, tracker: String? = nil, hybrid: Bool = false, seed: UInt64 = 1) throws {
         self.directory = directory
         self.name = name
         contentDirectory = directory.appendingPathComponent("content")
@@ -43,6 +44,7 @@ public final class TorrentFixture: @unchecked Sendable {
         torrentURL = directory.appendingPathComponent("\(name).torrent")
         var args = [Self.peerScript, "make", content.path, torrentURL.path, "--piece-kib", String(pieceKiB)]
         if let tracker { args += ["--tracker", tracker] }
+        if hybrid { args.append("--hybrid") }
         let out = try runTool(Self.python, args)
         guard let json = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
               let ih = json["info_hash"] as? String, let mag = json["magnet"] as? String,

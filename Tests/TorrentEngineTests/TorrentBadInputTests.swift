@@ -106,3 +106,40 @@ struct TorrentBadInputTests {
         await engine.shutdown()
     }
 }
+
+@Suite(.serialized)
+struct TorrentBackpressureTests {
+    /// A slow consumer holds libtorrent back: downloads never run more than the memory budget
+    /// ahead of what was consumed, and the piece store never holds more than the budget.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentSlowConsumerKeepsDownloadWithinMemoryBudget() async throws {
+        let scratch = try TemporaryDirectory("torrent-backpressure")
+        let fixture = try TorrentFixture(in: scratch.url, name: "slow.bin", size: 2 * 1024 * 1024, pieceKiB: 64, seed: 808)
+        let seeder = try await Seeder.start(.aria2, seeding: fixture, directory: scratch.url)
+        defer { seeder.stop() }
+        let budget = 256 * 1024
+        let engine = try makeEngine(scratch.url) { $0.memoryBudget = budget; $0.chunkSize = 16 * 1024 }
+        var data = Data()
+        var id: TorrentID?
+        var worstLead: Int64 = 0
+        for try await event in try await engine.stream(fixture.magnet, peers: [seeder.endpoint]) {
+            switch event {
+            case .ready(let info): id = info.torrent
+            case .data(let chunk):
+                data.append(chunk)
+                try await Task.sleep(for: .milliseconds(15))
+                if let id, let st = try? await engine.stats(id) {
+                    worstLead = max(worstLead, st.payloadDownloaded - Int64(data.count))
+                }
+            case .progress: break
+            }
+        }
+        #expect(try sha256(data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+        // One piece of slack: the piece being consumed is counted as downloaded until released.
+        #expect(worstLead <= Int64(budget + fixture.pieceLength), "downloaded \(worstLead) bytes ahead of the consumer")
+        let stats = try await engine.sessionStats()
+        #expect(stats.storePeakBytes <= Int64(budget + fixture.pieceLength))
+        #expect(stats.storeBytes == 0)
+        await engine.shutdown()
+    }
+}

@@ -49,6 +49,35 @@ struct TorrentSeederTests {
     func torrentStreamsRangesFromTransmissionByMagnet() async throws {
         try await streamRanges(from: .transmission)
     }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentStreamsRangesFromLibtorrentByMagnet() async throws {
+        try await streamRanges(from: .libtorrent)
+    }
+
+    /// A hybrid v1+v2 multi-file torrent (pad files between files, SHA-256 block hashes checked by
+    /// the in-memory store) from a libtorrent seeder: each file byte-identical.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func torrentStreamsHybridV2TorrentFiles() async throws {
+        let scratch = try TemporaryDirectory("torrent-hybrid")
+        let fixture = try TorrentFixture(in: scratch.url, name: "hybrid", files: [
+            ("one.bin", 300_000), ("two.mkv", 1_000_001), ("three.txt", 5_000),
+        ], pieceKiB: 64, hybrid: true, seed: 2020)
+        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, directory: scratch.url)
+        defer { seeder.stop() }
+        let engine = try makeEngine(scratch.url)
+        let (id, metadata) = try await engine.open(fixture.magnet, peers: [seeder.endpoint])
+        #expect(metadata.files.contains { $0.isPadding }, "a hybrid torrent aligns files with pad files")
+        for (index, file) in fixture.files.enumerated() where !file.path.contains(".pad") {
+            let got = try await collect(try await engine.stream(fixture.magnet, fileIndex: index, peers: [seeder.endpoint]))
+            #expect(got.info?.fileName == file.path)
+            #expect(try sha256(got.data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: index), scratch: scratch.url),
+                    "\(file.path)")
+        }
+        await engine.close(id)
+        #expect(try await engine.sessionStats().payloadUploaded == 0)
+        await engine.shutdown()
+    }
 }
 
 @Suite(.serialized)

@@ -90,6 +90,15 @@ public actor TorrentEngine {
         }
     }
 
+    deinit {
+        // Only reached without shutdown(): stop the pump thread before the session goes.
+        if !stopped {
+            pump.stop()
+            ct_session_destroy(session.raw)
+            peerEventSink.finish()
+        }
+    }
+
     /// Stops the alert pump, fails every stream and destroys the session (idempotent).
     public func shutdown() {
         guard !stopped else { return }
@@ -184,9 +193,9 @@ public actor TorrentEngine {
     public func streamBytes(_ hashName: String, offset: Int64 = 0, length: Int64? = nil, fileIndex: Int? = nil,
                             peers: [PeerEndpoint] = []) throws -> AsyncThrowingStream<Data, Error> {
         let events = try stream(hashName, offset: offset, length: length, fileIndex: fileIndex, peers: peers)
-        var it = events.makeAsyncIterator()
+        let box = EventIterator(events.makeAsyncIterator())
         return AsyncThrowingStream(unfolding: {
-            while let e = try await it.next() { if case .data(let d) = e { return d } }
+            while let e = try await box.iterator.next() { if case .data(let d) = e { return d } }
             return nil
         })
     }
@@ -735,6 +744,13 @@ final class StreamState {
         if bufferPos == buffer.count { buffer = Data(); bufferPos = 0 }
         return chunk
     }
+}
+
+/// The unfolding closure is only ever called by one consumer at a time, so the iterator is never
+/// touched concurrently.
+final class EventIterator: @unchecked Sendable {
+    var iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.Iterator
+    init(_ iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.Iterator) { self.iterator = iterator }
 }
 
 /// Ties a stream's lifetime to its iterator: dropping the stream ends it in the engine.
