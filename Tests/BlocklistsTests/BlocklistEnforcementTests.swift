@@ -172,5 +172,46 @@ extension BlocklistEngineTests {
             #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
             await engine.shutdown()
         }
+
+        /// A list the size of the public level-1 lists (~200,000 IPv4 ranges plus IPv6 ranges) goes
+        /// into libtorrent in one replace, and is enforced: the listed seeder inside it is refused.
+        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        func blocklistOfPublicListSizeIsPushedAndEnforced() async throws {
+            let scratch = try TemporaryDirectory("blocklist-large")
+            let fixture = try TorrentFixture(in: scratch.url, name: "large.bin", size: 300_000, pieceKiB: 32, seed: 77)
+            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+            defer { listed.stop() }
+            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+            defer { unlisted.stop() }
+
+            // Disjoint ranges spread over 1.0.0.0–223.255.255.255, 127.0.0.2 among them, and some IPv6.
+            var rng = SplitMix64(seed: 20_261_125)
+            var ranges: [Blocklists::IPRange] = [try Blocklists::IPRange(parsing: "127.0.0.2")]
+            var next: UInt32 = 1 << 24
+            while ranges.count < 200_000 {
+                next += UInt32.random(in: 16...4_000, using: &rng)
+                let last = next + UInt32.random(in: 0...600, using: &rng)
+                if !(127 << 24...(128 << 24) - 1).contains(next) && !(127 << 24...(128 << 24) - 1).contains(last) {
+                    ranges.append(try Blocklists::IPRange(IPAddress(ipv4: next), IPAddress(ipv4: last)))
+                }
+                next = last + 1
+            }
+            for i in 0..<2_000 { ranges.append(try Blocklists::IPRange(parsing: "2001:db8:\(String(i, radix: 16))::/48")) }
+            let union = IPRangeSet(merging: ranges)
+            #expect(union.count >= 200_000)
+
+            let engine = try EngineRig.engine(scratch.url, "large")
+            let clock = ContinuousClock()
+            let pushed = try await clock.measure { try await engine.replaceIPFilter(union) }
+            print("pushed \(union.count) ranges (\(union.ipv4AddressCount) IPv4 addresses) to libtorrent in \(pushed)")
+            #expect(pushed < .seconds(20))
+
+            let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
+            #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
+            #expect(await EngineRig.eventually(.seconds(5)) { await engine.peerCounters("127.0.0.2").blocked >= 1 })
+            #expect(await engine.peerCounters("127.0.0.2").connected == 0)
+            #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+            await engine.shutdown()
+        }
     }
 }
