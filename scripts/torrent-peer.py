@@ -6,7 +6,7 @@
   seed     TORRENT DIR [--host H] [--port P]                      seeds DIR; prints "LISTENING <port>"
   leech    TORRENT DIR [--host H] [--port P] [--report FILE]      a plain leecher that connects to nobody by itself;
                                                        writes its payload/peer counters to FILE every 0.5 s
-  download TORRENT DIR --peer HOST:PORT                sequential download from one peer; prints JSON timing
+  download TORRENT|MAGNET DIR --peer HOST:PORT         sequential download from one peer; prints JSON timing
   dht-node [--port P] [--node HOST:PORT]... [--seed TORRENT DIR]
                                                        a DHT node (not read-only); with --seed it also seeds
                                                        TORRENT and announces itself for it on the DHT
@@ -85,7 +85,11 @@ def add_params(torrent, path, seed):
 
 def cmd_seed(a):
     ses = lt.session(base_settings(a.port, host=a.host, utp=a.utp))
-    ses.add_torrent(add_params(a.torrent, a.dir, True))
+    # A full check up front (not seed_mode, which hashes lazily on first request and would slow
+    # whichever downloader comes first); announce readiness only once seeding.
+    h = ses.add_torrent(add_params(a.torrent, a.dir, False))
+    while not h.status().is_seeding:
+        time.sleep(0.05)
     print("LISTENING %d" % wait_listen(ses), flush=True)
     while True:
         time.sleep(1)
@@ -119,7 +123,13 @@ def cmd_leech(a):
 
 def cmd_download(a):
     ses = lt.session(base_settings(0, utp=a.utp))
-    p = add_params(a.torrent, a.dir, False)
+    if a.torrent.startswith("magnet:"):
+        p = lt.parse_magnet_uri(a.torrent)
+        p.save_path = a.dir
+        p.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        p.flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd | lt.torrent_flags.disable_pex
+    else:
+        p = add_params(a.torrent, a.dir, False)
     p.flags |= lt.torrent_flags.sequential_download
     host, port = a.peer.rsplit(":", 1)
     t0 = time.monotonic()
@@ -130,7 +140,7 @@ def cmd_download(a):
         st = h.status()
         if first is None and st.num_pieces > 0:
             first = time.monotonic() - t0
-        if st.is_seeding or st.state in (lt.torrent_status.finished, lt.torrent_status.seeding):
+        if st.has_metadata and (st.is_seeding or st.state in (lt.torrent_status.finished, lt.torrent_status.seeding)):
             break
         if time.monotonic() - t0 > a.timeout:
             raise SystemExit("download timed out")

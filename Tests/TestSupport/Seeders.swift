@@ -48,7 +48,11 @@ public final class Seeder: @unchecked Sendable {
                 "--host", host, "--port", String(port),
             ], directory: dir, name: "libtorrent-seeder")
         }
-        try await waitForTCP(host: host, port: port, timeout: .seconds(30))
+        if kind == .libtorrent {
+            try await process.waitForLog(containing: "LISTENING", timeout: .seconds(60))   // printed once seeding
+        } else {
+            try await waitForTCP(host: host, port: port, timeout: .seconds(30))
+        }
         return Seeder(kind: kind, host: host, port: port, process: process)
     }
 

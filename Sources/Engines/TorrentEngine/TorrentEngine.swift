@@ -282,7 +282,10 @@ public actor TorrentEngine {
         for (k, p) in plan.window(readAhead: st.readAhead).enumerated()
         where !st.deadlined.contains(p) && !st.torrent.ready.contains(p) {
             // Increasing deadlines make libtorrent's time-critical picker fetch in stream order.
+            // The top priority keeps the ordinary picker on the piece too, should the time-critical
+            // logic drop it (seen with a short tick_interval: the stream stalled).
             if ct_set_piece_deadline(session.raw, st.torrent.id, Int32(p), Int32(k * 50), &err) == 0 {
+                _ = ct_set_piece_priorities(session.raw, st.torrent.id, Int32(p), Int32(p), 7, -1, &err)
                 st.deadlined.insert(p)
             }
         }
@@ -326,6 +329,7 @@ public actor TorrentEngine {
             var err = ct_error()
             for p in st.deadlined where !isNeededByOthers(t, p, except: sid) {
                 _ = ct_reset_piece_deadline(session.raw, t.id, Int32(p), &err)
+                _ = ct_set_piece_priorities(session.raw, t.id, Int32(p), Int32(p), 0, -1, &err)
             }
             for p in t.ready where !isNeededByOthers(t, p, except: sid) {
                 releasePiece(t, p)
@@ -442,6 +446,13 @@ public actor TorrentEngine {
         if let f = t.failure { throw f }
         if t.ready.contains(piece) { return }
         let wid = token()
+        // A swarm that stops delivering must not hang the consumer forever.
+        let stallTimeout = settings.stallTimeout
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: stallTimeout)
+            await self?.pieceStalled(t, piece, wid, after: stallTimeout)
+        }
+        defer { timer.cancel() }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
                 if Task.isCancelled { c.resume(throwing: CancellationError()); return }
@@ -450,6 +461,12 @@ public actor TorrentEngine {
         } onCancel: {
             Task { await self.cancelPieceWaiter(t, piece, wid) }
         }
+    }
+
+    private func pieceStalled(_ t: OpenTorrent, _ piece: Int, _ wid: UInt64, after: Duration) {
+        t.pieceWaiters[piece]?.removeValue(forKey: wid)?.resume(
+            throwing: TorrentEngineError.stalled(infoHash: t.infoHash, piece: piece,
+                                                 seconds: Double(after.components.seconds)))
     }
 
     private func cancelPieceWaiter(_ t: OpenTorrent, _ piece: Int, _ wid: UInt64) {

@@ -12,6 +12,8 @@ public enum TorrentEngineError: Error, Equatable, CustomStringConvertible {
     case torrentRemoved(infoHash: String)
     /// libtorrent stopped the torrent on an error.
     case torrentFailed(infoHash: String, reason: String)
+    /// No piece arrived for `stallTimeout` while the consumer waited.
+    case stalled(infoHash: String, piece: Int, seconds: Double)
     case tooManyTorrents(limit: Int)
     case invalidArgument(String)
     case engineStopped
@@ -27,6 +29,7 @@ public enum TorrentEngineError: Error, Equatable, CustomStringConvertible {
         case .noSuchFile(let i, let n): return "file index \(i) does not exist (torrent has \(n) files)"
         case .torrentRemoved(let ih): return "torrent \(ih) was removed"
         case .torrentFailed(let ih, let why): return "torrent \(ih) failed: \(why)"
+        case .stalled(let ih, let p, let s): return "torrent \(ih): piece \(p) did not arrive within \(s) s"
         case .tooManyTorrents(let n): return "already \(n) torrents open (maxConcurrentTorrents)"
         case .invalidArgument(let why): return "invalid argument: \(why)"
         case .engineStopped: return "the torrent engine has been shut down"

@@ -25,6 +25,8 @@ public struct TorrentEngineSettings: Sendable {
     public var maxReadAheadPieces = 64
     /// How long to wait for a magnet's metadata before giving up.
     public var metadataTimeout: Duration = .seconds(60)
+    /// How long a stream waits for its next piece before failing with `stalled`.
+    public var stallTimeout: Duration = .seconds(120)
     /// How many torrents may be open at once; further requests fail with `tooManyTorrents`.
     public var maxConcurrentTorrents = 16
     /// Largest `.data` chunk a stream yields.
@@ -42,6 +44,7 @@ public struct TorrentEngineSettings: Sendable {
         s.enableUTP = false
         s.dataDirectory = dataDirectory
         s.dhtAllowLocalNodes = true
+        s.stallTimeout = .seconds(60)
         return s
     }
 }
