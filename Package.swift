@@ -100,6 +100,7 @@ let package = Package(
         .target(
             name: "Blocklists",
             dependencies: [
+                "TorrentEngine",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CompressNIO", package: "compress-nio"),
@@ -173,7 +174,13 @@ let package = Package(
         .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
-        .testTarget(name: "BlocklistsTests", dependencies: ["Blocklists", "TestSupport"]),
+        .testTarget(
+            name: "BlocklistsTests",
+            dependencies: [
+                "Blocklists", "TorrentEngine", "TestSupport",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]),
         .testTarget(
             name: "FacilitatorTests",
             dependencies: [
