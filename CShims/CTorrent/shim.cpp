@@ -477,8 +477,24 @@ int32_t add(ct_session *s, lt::add_torrent_params &p, int32_t keep_trackers, uin
                  lt::torrent_flags::share_mode | lt::torrent_flags::seed_mode | lt::torrent_flags::sequential_download |
                  lt::torrent_flags::super_seeding);
     p.flags |= lt::torrent_flags::disable_dht | lt::torrent_flags::disable_lsd | lt::torrent_flags::disable_pex |
-               lt::torrent_flags::default_dont_download | lt::torrent_flags::duplicate_is_error |
-               lt::torrent_flags::apply_ip_filter;
+               lt::torrent_flags::duplicate_is_error | lt::torrent_flags::apply_ip_filter;
+    // Nothing is fetched until a stream sets deadlines: every piece starts at priority 0.
+    if (p.ti && p.ti->is_valid()) {
+        p.flags |= lt::torrent_flags::default_dont_download;
+    } else {
+        // Without metadata (magnet, bare info-hash) default_dont_download is the wrong tool: when the
+        // metadata arrives, torrent::init() first initialises the connected peers (a seed becomes
+        // "interesting" and gets INTERESTED), then applies the zero file priorities, which flips
+        // the peer to NOT_INTERESTED, and libtorrent ends TCP-like slow start for good on that
+        // flip. The connection then restarts at 2 outstanding requests and grows only with the
+        // 1-second rate samples (measured: 0.27 s to the first byte, ~1 s ramp, 0.4-0.6x the rate
+        // of a plain download). Zero piece priorities from add_torrent_params are applied right
+        // after, without re-evaluating interest, so the peer stays interested, keeps slow start,
+        // and still nothing is requested. The vector only needs to cover the largest piece count
+        // libtorrent accepts (max_piece_count); init() trims it to the real count, then frees it.
+        int const max_pieces = s->ses->get_settings().get_int(lt::settings_pack::max_piece_count);
+        p.piece_priorities.assign(size_t(std::max(1, max_pieces)), lt::dont_download);
+    }
     lt::error_code ec;
     lt::torrent_handle h = s->ses->add_torrent(std::move(p), ec);
     if (ec) return fail(err, ec == lt::errors::duplicate_torrent ? CT_EINVAL : CT_ELIBTORRENT,
