@@ -52,6 +52,9 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+#include <condition_variable>
+#include <functional>
+#include <thread>
 
 namespace {
 
@@ -103,7 +106,10 @@ struct mem_storage {
 // budget: past it, async_write answers "queue full" and the peer stops reading its socket until
 // a release brings usage back under the budget (disk_observer::on_disk).
 struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
-    mem_disk_io(lt::io_context &ioc, int64_t budget) : ioc_(ioc), budget_(budget) {}
+    mem_disk_io(lt::io_context &ioc, int64_t budget) : ioc_(ioc), budget_(budget) {
+        hasher_ = std::thread([this] { run_hasher(); });
+    }
+    ~mem_disk_io() override { stop_hasher(); }
 
     lt::storage_holder new_torrent(lt::storage_params const &p, std::shared_ptr<void> const &) override {
         std::lock_guard<std::mutex> l(m_);
@@ -187,22 +193,33 @@ struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
         return full;
     }
 
+    // Hashing a whole piece is the one CPU-heavy job (SHA-1 of 256 KiB: ~0.25 ms); done inline it
+    // would run on libtorrent's network thread and compete with receiving. Like libtorrent's own
+    // hashing_threads, it runs on a worker: the piece is copied under the lock (a piece can be
+    // dropped meanwhile), hashed outside it, and the result posted back to the network thread.
+    // libtorrent owns `v2` (the piece's block-hash slots) until the handler runs.
     void async_hash(lt::storage_index_t idx, lt::piece_index_t piece, lt::span<lt::sha256_hash> v2,
                     lt::disk_job_flags_t flags,
                     std::function<void(lt::piece_index_t, lt::sha1_hash const &, lt::storage_error const &)> handler) override {
-        lt::storage_error se;
-        lt::sha1_hash h1;
-        {
-            std::lock_guard<std::mutex> l(m_);
-            mem_storage *st = get_locked(idx);
-            auto it = st ? st->pieces.find(static_cast<int>(piece)) : decltype(st->pieces.end()){};
-            if (!st || it == st->pieces.end()) {
-                se.ec = boost::asio::error::eof;
-                se.operation = lt::operation_t::file_read;
-            } else {
-                auto const &d = it->second;
+        submit_hash([this, idx, piece, v2, flags, handler = std::move(handler)]() mutable {
+            lt::storage_error se;
+            lt::sha1_hash h1;
+            std::vector<char> d;
+            int len2 = 0;
+            {
+                std::lock_guard<std::mutex> l(m_);
+                mem_storage *st = get_locked(idx);
+                auto it = st ? st->pieces.find(static_cast<int>(piece)) : decltype(st->pieces.end()){};
+                if (!st || it == st->pieces.end()) {
+                    se.ec = boost::asio::error::eof;
+                    se.operation = lt::operation_t::file_read;
+                } else {
+                    d = it->second;
+                    len2 = st->files.piece_size2(piece);
+                }
+            }
+            if (!se.ec) {
                 if (flags & lt::disk_interface::v1_hash) h1 = lt::hasher(d.data(), int(d.size())).final();
-                int const len2 = st->files.piece_size2(piece);
                 for (std::ptrdiff_t i = 0; i < v2.size(); ++i) {
                     int const off = int(i) * block_size;
                     int const n = std::min(block_size, len2 - off);
@@ -210,8 +227,8 @@ struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
                     v2[i] = lt::hasher256(d.data() + off, n).final();
                 }
             }
-        }
-        boost::asio::post(ioc_, [handler = std::move(handler), piece, h1, se] { handler(piece, h1, se); });
+            boost::asio::post(ioc_, [handler = std::move(handler), piece, h1, se] { handler(piece, h1, se); });
+        });
     }
 
     void async_hash2(lt::storage_index_t idx, lt::piece_index_t piece, int offset, lt::disk_job_flags_t,
@@ -294,7 +311,7 @@ struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
     void free_disk_buffer(char *b) override { delete[] b; }
     void update_stats_counters(lt::counters &) const override {}
     std::vector<lt::open_file_state> get_status(lt::storage_index_t) const override { return {}; }
-    void abort(bool) override {}
+    void abort(bool) override { stop_hasher(); }
     void submit_jobs() override {}
     void settings_updated() override {}
 
@@ -335,6 +352,34 @@ struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
     int64_t peak() { std::lock_guard<std::mutex> l(m_); return peak_; }
 
 private:
+    void submit_hash(std::function<void()> job) {
+        {
+            std::lock_guard<std::mutex> l(hm_);
+            if (!hasher_stop_) { hash_jobs_.push_back(std::move(job)); hcv_.notify_one(); return; }
+        }
+        job();   // after abort: run inline rather than drop the completion
+    }
+    void run_hasher() {
+        std::unique_lock<std::mutex> l(hm_);
+        for (;;) {
+            hcv_.wait(l, [this] { return hasher_stop_ || !hash_jobs_.empty(); });
+            if (hash_jobs_.empty()) return;   // stopping, and everything queued has run
+            auto job = std::move(hash_jobs_.front());
+            hash_jobs_.pop_front();
+            l.unlock();
+            job();
+            l.lock();
+        }
+    }
+    void stop_hasher() {
+        {
+            std::lock_guard<std::mutex> l(hm_);
+            hasher_stop_ = true;
+        }
+        hcv_.notify_one();
+        if (hasher_.joinable()) hasher_.join();
+    }
+
     mem_storage *get_locked(lt::storage_index_t idx) {
         size_t const i = size_t(static_cast<int>(idx));
         return i < torrents_.size() ? torrents_[i].get() : nullptr;
@@ -376,6 +421,11 @@ private:
     std::vector<std::shared_ptr<lt::disk_observer>> observers_;
     int64_t bytes_ = 0;
     int64_t peak_ = 0;
+    std::mutex hm_;                                      // guards the hash queue
+    std::condition_variable hcv_;
+    std::deque<std::function<void()>> hash_jobs_;
+    bool hasher_stop_ = false;
+    std::thread hasher_;                                 // last: started once the rest exists
 };
 
 // ---- free-rider plugin --------------------------------------------------------------------------
@@ -477,8 +527,24 @@ int32_t add(ct_session *s, lt::add_torrent_params &p, int32_t keep_trackers, uin
                  lt::torrent_flags::share_mode | lt::torrent_flags::seed_mode | lt::torrent_flags::sequential_download |
                  lt::torrent_flags::super_seeding);
     p.flags |= lt::torrent_flags::disable_dht | lt::torrent_flags::disable_lsd | lt::torrent_flags::disable_pex |
-               lt::torrent_flags::default_dont_download | lt::torrent_flags::duplicate_is_error |
-               lt::torrent_flags::apply_ip_filter;
+               lt::torrent_flags::duplicate_is_error | lt::torrent_flags::apply_ip_filter;
+    // Nothing is fetched until a stream sets deadlines: every piece starts at priority 0.
+    if (p.ti && p.ti->is_valid()) {
+        p.flags |= lt::torrent_flags::default_dont_download;
+    } else {
+        // Without metadata (magnet, bare info-hash) default_dont_download is the wrong tool: when the
+        // metadata arrives, torrent::init() first initialises the connected peers (a seed becomes
+        // "interesting" and gets INTERESTED), then applies the zero file priorities, which flips
+        // the peer to NOT_INTERESTED, and libtorrent ends TCP-like slow start for good on that
+        // flip. The connection then restarts at 2 outstanding requests and grows only with the
+        // 1-second rate samples (measured: 0.27 s to the first byte, ~1 s ramp, 0.4-0.6x the rate
+        // of a plain download). Zero piece priorities from add_torrent_params are applied right
+        // after, without re-evaluating interest, so the peer stays interested, keeps slow start,
+        // and still nothing is requested. The vector only needs to cover the largest piece count
+        // libtorrent accepts (max_piece_count); init() trims it to the real count, then frees it.
+        int const max_pieces = s->ses->get_settings().get_int(lt::settings_pack::max_piece_count);
+        p.piece_priorities.assign(size_t(std::max(1, max_pieces)), lt::dont_download);
+    }
     lt::error_code ec;
     lt::torrent_handle h = s->ses->add_torrent(std::move(p), ec);
     if (ec) return fail(err, ec == lt::errors::duplicate_torrent ? CT_EINVAL : CT_ELIBTORRENT,

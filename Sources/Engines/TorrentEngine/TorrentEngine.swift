@@ -455,12 +455,21 @@ public actor TorrentEngine {
         defer { timer.cancel() }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
-                if Task.isCancelled { c.resume(throwing: CancellationError()); return }
-                t.pieceWaiters[piece, default: [:]][wid] = c
+                self.addPieceWaiter(t, piece, wid, c)
             }
         } onCancel: {
             Task { await self.cancelPieceWaiter(t, piece, wid) }
         }
+    }
+
+    /// Registers a piece waiter, re-checking first: the piece may have been verified, or the
+    /// torrent failed, since waitPiece looked (pieces now finish within milliseconds of the
+    /// deadline being set; a waiter registered after its alert would wait for the stall timeout).
+    private func addPieceWaiter(_ t: OpenTorrent, _ piece: Int, _ wid: UInt64, _ c: CheckedContinuation<Void, Error>) {
+        if Task.isCancelled { c.resume(throwing: CancellationError()); return }
+        if let f = t.failure { c.resume(throwing: f); return }
+        if t.ready.contains(piece) { c.resume(); return }
+        t.pieceWaiters[piece, default: [:]][wid] = c
     }
 
     private func pieceStalled(_ t: OpenTorrent, _ piece: Int, _ wid: UInt64, after: Duration) {
@@ -485,8 +494,10 @@ public actor TorrentEngine {
             guard ct_file_info_get(session.raw, t.id, Int32(i), &f, &err) == 0 else { return nil }
             files.append(TorrentFile(index: i, path: cString(f.path), size: f.size, offset: f.offset, isPadding: f.is_pad != 0))
         }
-        // Nothing is fetched until a stream asks (default_dont_download), but make sure.
-        if info.num_pieces > 0 { _ = ct_set_piece_priorities(session.raw, t.id, 0, info.num_pieces - 1, 0, 0, &err) }
+        // Every piece starts at priority 0 (the shim adds torrents that way), so nothing is fetched
+        // until a stream sets deadlines. Re-zeroing here would be worse than redundant: it makes
+        // libtorrent send NOT_INTERESTED to peers that became interesting when the metadata
+        // arrived, which ends their request-queue slow start for good (see add() in the shim).
         return TorrentMetadata(infoHash: cString(info.info_hash_hex), name: cString(info.name),
                                pieceLength: Int(info.piece_length), pieceCount: Int(info.num_pieces),
                                totalSize: info.total_size, files: files)
