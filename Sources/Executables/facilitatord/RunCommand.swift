@@ -1,4 +1,5 @@
 import ArgumentParser
+import Blocklists
 import Facilitator
 import Foundation
 import Logging
@@ -18,7 +19,9 @@ public struct RunCommand: AsyncParsableCommand {
         discussion: """
             Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints
             the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to
-            `peersm fetch --via …` as the circuit's last hop.
+            `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist
+            database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default);
+            imports made while the daemon runs apply within [blocklists] poll_seconds.
             """)
 
     @Option(name: .long, help: "TOML config file (default: none, built-in defaults).")
@@ -51,6 +54,29 @@ public struct RunCommand: AsyncParsableCommand {
         engineSettings.dataDirectory = dataDirectory.appendingPathComponent("torrent").path
         let engine = try TorrentEngine(settings: engineSettings, logger: Logger(label: "peersm.torrent"))
 
+        // The blocklists go on the engine before the relay accepts a circuit, so no fetch ever runs
+        // unfiltered. The database is the CLI's (same path rule), so `facilitatord blocklist import`
+        // while the daemon runs reaches the engine at the next maintenance poll.
+        let blocklists: BlocklistService
+        do {
+            let store = try DatabaseOptions.parse(settings.blocklistDatabase.map { ["--db=\($0)"] } ?? []).openStore()
+            blocklists = try BlocklistService(store: store, logger: Logger(label: "peersm.blocklists"))
+        } catch {
+            await engine.shutdown()
+            throw error
+        }
+        let engineFilter: Task<Void, Never>
+        do {
+            engineFilter = try await blocklists.attach(engine)
+            try await blocklists.register(FilterLog(logger: logger, database: settings.blocklistDatabasePath))
+        } catch {
+            await engine.shutdown()
+            throw CleanError("cannot apply the blocklists to the torrent engine: \(error)")
+        }
+        let maintenance = Task { [poll = settings.blocklistPoll, refresh = settings.blocklistRefresh] in
+            await blocklists.maintain(poll: poll, refresh: refresh)
+        }
+
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bridge = FacilitatorRelayBridge()
         let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
@@ -71,6 +97,8 @@ public struct RunCommand: AsyncParsableCommand {
 
         await waitForTermination()
         logger.info("shutting down")
+        maintenance.cancel()
+        engineFilter.cancel()
         await service.shutdown()
         bridge.finish()
         await server.shutdown()
@@ -88,6 +116,27 @@ public struct RunCommand: AsyncParsableCommand {
                 source.resume()
                 ResumeOnce.keep(source)
             }
+        }
+    }
+}
+
+/// Logs each filter the engine receives: at start (registration pushes the current union) and on
+/// every change (imports by the CLI, new or expired spies), so an operator sees what is enforced.
+private final class FilterLog: IPFilterSink {
+    let logger: Logger
+    let database: String
+    private let lock = NSLock()
+    private var last: Int?
+    init(logger: Logger, database: String) {
+        self.logger = logger
+        self.database = database
+    }
+    func replaceIPFilter(_ ranges: IPRangeSet) async throws {
+        let previous: Int? = lock.withLock { defer { last = ranges.count }; return last }
+        if let previous {
+            logger.info("blocklists updated", metadata: ["ranges": "\(ranges.count)", "was": "\(previous)"])
+        } else {
+            logger.info("blocklists enforced", metadata: ["ranges": "\(ranges.count)", "database": "\(database)"])
         }
     }
 }
@@ -123,6 +172,16 @@ struct DaemonConfig {
     var extendToPrivateAddresses = false
     var facilitator = FacilitatorConfiguration()
     var torrent = TorrentEngineSettings()
+    /// nil: the CLI's rule ($PEERSM_FACILITATOR_DB, else `DatabaseOptions.defaultPath`).
+    var blocklistDatabase: String?
+    var blocklistPoll: Duration = .seconds(10)
+    var blocklistRefresh: Duration = .seconds(86_400)
+
+    /// The database both `run` and `blocklist …` use for this config.
+    var blocklistDatabasePath: String {
+        blocklistDatabase ?? ProcessInfo.processInfo.environment[DatabaseOptions.environmentKey].flatMap { $0.isEmpty ? nil : $0 }
+            ?? DatabaseOptions.defaultPath
+    }
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
@@ -143,7 +202,7 @@ struct DaemonConfig {
     }
 
     private mutating func apply(_ root: TOMLTable, _ r: inout Reader) throws {
-        try r.known(root, ["data_directory", "log_level", "relay", "facilitator", "torrent"], in: "")
+        try r.known(root, ["data_directory", "log_level", "relay", "facilitator", "torrent", "blocklists"], in: "")
         if let v = try r.string(root, "data_directory") { dataDirectory = v }
         if let v = try r.string(root, "log_level") {
             guard let level = Logger.Level(rawValue: v) else { throw r.fail("log_level", "one of trace, debug, info, notice, warning, error, critical") }
@@ -179,6 +238,15 @@ struct DaemonConfig {
             if let v = try r.int(t, "max_torrents", 1...10_000) { torrent.maxConcurrentTorrents = v }
             if let v = try r.int(t, "connections_limit", 0...100_000) { torrent.connectionsLimit = v }
         }
+        if let b = try r.table(root, "blocklists") {
+            try r.known(b, ["database", "poll_seconds", "refresh_hours"], in: "blocklists.")
+            if let v = try r.string(b, "database") {
+                guard !v.isEmpty else { throw r.fail("blocklists.database", "a non-empty path") }
+                blocklistDatabase = v
+            }
+            if let v = try r.int(b, "poll_seconds", 1...3600) { blocklistPoll = .seconds(v) }
+            if let v = try r.int(b, "refresh_hours", 1...8760) { blocklistRefresh = .seconds(v * 3600) }
+        }
         if !relayPublic && !["127.0.0.1", "::1", "localhost"].contains(relayHost) && !relayHost.hasPrefix("127.") {
             throw r.fail("relay.host", "a loopback address unless relay.public = true (going public is explicit)")
         }
@@ -210,6 +278,10 @@ struct DaemonConfig {
         metadata_timeout_seconds = \(torrent.metadataTimeout.components.seconds)
         max_torrents = \(torrent.maxConcurrentTorrents)
         connections_limit = \(torrent.connectionsLimit)
+        [blocklists]
+        database = "\(blocklistDatabasePath)"
+        poll_seconds = \(blocklistPoll.components.seconds)
+        refresh_hours = \(blocklistRefresh.components.seconds / 3600)
         """
     }
 
