@@ -531,6 +531,8 @@ public actor TorrentEngine {
     // MARK: - Alerts
 
     private func handle(_ batch: [EngineAlert]) {
+        // Batches queued before shutdown() may still arrive; the session they refer to is gone.
+        guard !stopped else { return }
         for a in batch { handle(a) }
     }
 
@@ -635,6 +637,7 @@ public actor TorrentEngine {
     }
 
     public func sessionStats() throws -> SessionStats {
+        guard !stopped else { throw TorrentEngineError.engineStopped }
         var s = ct_session_stats()
         s.struct_size = UInt32(MemoryLayout<ct_session_stats>.size)
         var err = ct_error()
@@ -650,6 +653,7 @@ public actor TorrentEngine {
     /// Replaces the whole IP filter (IPv4 and IPv6 first–last ranges are blocked).
     /// Note: libtorrent 2.0.8 does not apply the filter to DHT traffic (fixed in 2.0.11).
     public func replaceIPFilter(_ ranges: [IPRange]) throws {
+        guard !stopped else { throw TorrentEngineError.engineStopped }
         var err = ct_error()
         // Keep the C strings alive for the call.
         let firsts = ranges.map { strdup($0.first) }
@@ -662,6 +666,7 @@ public actor TorrentEngine {
 
     /// Adds a node to the read-only DHT's routing table (e.g. a local test node).
     public func addDHTNode(_ node: PeerEndpoint) throws {
+        guard !stopped else { throw TorrentEngineError.engineStopped }
         var err = ct_error()
         if let e = TorrentEngineError.check(ct_dht_add_node(session.raw, node.host, node.port, &err), err) { throw e }
         if !dhtNodes.contains(node) { dhtNodes.append(node) }
@@ -673,6 +678,7 @@ public actor TorrentEngine {
     /// Our node is read-only (BEP 43): it asks, never answers or announces.
     public func dhtGetPeers(infoHash: String, nodes: [PeerEndpoint]? = nil, maxNodes: Int = 32,
                             timeout: Duration = .seconds(10)) async throws -> [DHTNodeReply] {
+        guard !stopped else { throw TorrentEngineError.engineStopped }
         guard settings.dhtEnabled else { throw TorrentEngineError.invalidArgument("the DHT is disabled") }
         let hex = infoHash.lowercased()
         guard TorrentSource.isInfoHash(hex) else { throw TorrentEngineError.invalidHashName("info-hash must be 40 hex digits") }
