@@ -82,9 +82,10 @@ public struct RunCommand: AsyncParsableCommand {
         let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
                                          transport: bridge, configuration: settings.facilitator, logger: logger)
         bridge.attach(service)
-        // Relay keys are generated at each start: TorCrypto has no on-disk format for them yet.
+        // The relay identity persists across restarts (requesters pin it); short-lived certs are renewed on load.
+        let relayKeys = try RelayKeys.loadOrCreate(directory: dataDirectory.appendingPathComponent("relay-keys"), now: Date())
         let relayConfig = OnionRelayServerConfiguration(
-            keys: try RelayKeys.generate(now: Date()), host: settings.relayHost, port: settings.relayPort,
+            keys: relayKeys, host: settings.relayHost, port: settings.relayPort,
             allowNonLoopbackBind: settings.relayPublic, extendAllowPrivateAddresses: settings.extendToPrivateAddresses)
         let server = try await OnionRelayServer.start(relayConfig, on: group.next(), logger: Logger(label: "peersm.relay"))
         bridge.attach(server)
