@@ -19,12 +19,19 @@ public struct TorrentContentSource: ContentSource {
     public let extraPeers: [PeerEndpoint]
     /// How long an info query's torrent is kept for the data query that usually follows.
     public let linger: Duration
+    /// Finds peers for an infohash before its torrent is added (the daemon's spy-aware DHT lookup,
+    /// which runs outside the engine so that libtorrent's own unfiltered DHT can stay off). Called
+    /// once per query; it reports its own failures and returns what it found, possibly nothing.
+    public let peerDiscovery: PeerDiscovery?
+    public typealias PeerDiscovery = @Sendable (_ infohash: [UInt8]) async -> [PeerEndpoint]
     private let lingering = LingeringHolds()
 
-    public init(engine: TorrentEngine, extraPeers: [PeerEndpoint] = [], linger: Duration = .seconds(30)) {
+    public init(engine: TorrentEngine, extraPeers: [PeerEndpoint] = [], linger: Duration = .seconds(30),
+                peerDiscovery: PeerDiscovery? = nil) {
         self.engine = engine
         self.extraPeers = extraPeers
         self.linger = linger
+        self.peerDiscovery = peerDiscovery
     }
 
     /// The engine's name for a hash_name: the magnet link, or the infohash as 40 hex digits.
@@ -40,11 +47,15 @@ public struct TorrentContentSource: ContentSource {
     public func open(_ name: HashName, readFrom: UInt64?, progress: @escaping @Sendable (ProgressState) async -> Void) async throws -> any ContentFile {
         let engineName = try Self.engineName(name)
         let offset = readFrom ?? 0
+        var peers = extraPeers
+        if let discover = peerDiscovery, let infohash = name.infohash {
+            peers += await discover(infohash).filter { !peers.contains($0) }
+        }
         var attempt = 0
         while true {
             do {
                 let events = try await engine.stream(engineName, offset: Int64(clamping: offset),
-                                                     length: readFrom == nil ? 0 : nil, peers: extraPeers)
+                                                     length: readFrom == nil ? 0 : nil, peers: peers)
                 var iterator = events.makeAsyncIterator()
                 while let event = try await iterator.next() {
                     switch event {
@@ -54,7 +65,7 @@ public struct TorrentContentSource: ContentSource {
                         if readFrom == nil, linger > .zero {
                             // Keep the torrent (and its peer connections) for the data query: removing
                             // and re-adding the same torrent at once has stalled range streams.
-                            if let (id, _) = try? await engine.open(engineName, peers: extraPeers) {
+                            if let (id, _) = try? await engine.open(engineName, peers: peers) {
                                 lingering.put(engineName, id, engine: engine, for: linger)
                             }
                         } else if let held = lingering.take(engineName) {
