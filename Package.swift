@@ -135,7 +135,9 @@ let package = Package(
                 "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -181,6 +183,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),
+        // Runs the built facilitatord binary (its config, endpoints and shutdown).
+        .testTarget(name: "FacilitatordTests", dependencies: ["TestSupport"]),
         .testTarget(
             name: "FacilitatorTests",
             dependencies: [

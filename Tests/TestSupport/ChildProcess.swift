@@ -95,14 +95,34 @@ public final class ChildProcess: @unchecked Sendable {
 /// Runs a short command to completion and returns its standard output; throws on a non-zero exit.
 @discardableResult
 public func runTool(_ tool: String, _ arguments: [String], in directory: URL? = nil) throws -> String {
+    let r = try runCommand(tool, arguments, in: directory)
+    guard r.status == 0 else {
+        throw TestSupportError.exited("\(tool) \(arguments.joined(separator: " "))", r.status, log: r.err)
+    }
+    return r.out
+}
+
+/// What a finished command printed, and its exit status.
+public struct CommandResult: Sendable, CustomStringConvertible {
+    public var status: Int32
+    public var out: String
+    public var err: String
+    public var description: String { "exit \(status)\nstdout: \(out)\nstderr: \(err)" }
+}
+
+/// Runs a short command to completion, whatever its exit status (for tests of failures).
+public func runCommand(_ tool: String, _ arguments: [String], in directory: URL? = nil,
+                       environment: [String: String] = [:]) throws -> CommandResult {
     guard let exe = tool.hasPrefix("/") ? tool : ChildProcess.which(tool) else { throw TestSupportError.toolMissing(tool) }
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = arguments
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     if let directory { p.currentDirectoryURL = directory }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
+    p.standardInput = FileHandle.nullDevice
     try ChildProcess.withDefaultSignalMask { try p.run() }
     // Drain stderr while stdout is read: a tool that fills one pipe while we block on the other
     // would otherwise wait for us forever.
@@ -112,9 +132,6 @@ public func runTool(_ tool: String, _ arguments: [String], in directory: URL? = 
     let data = out.fileHandleForReading.readDataToEndOfFile()
     errorRead.wait()
     p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
-        throw TestSupportError.exited("\(tool) \(arguments.joined(separator: " "))", p.terminationStatus,
-                                      log: String(decoding: errData, as: UTF8.self))
-    }
-    return String(decoding: data, as: UTF8.self)
+    return CommandResult(status: p.terminationStatus, out: String(decoding: data, as: UTF8.self),
+                         err: String(decoding: errData, as: UTF8.self))
 }

@@ -3,7 +3,9 @@ import Blocklists
 import Facilitator
 import Foundation
 import Logging
+import Metrics
 import NIOPosix
+import Prometheus
 import OnionTransport
 import TOMLKit
 import TorCrypto
@@ -45,6 +47,11 @@ public struct RunCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "peersm.facilitatord")
         logger.logLevel = settings.logLevel
+        // Before any service makes its instruments: swift-metrics binds them to the factory of the moment.
+        let registry = PrometheusCollectorRegistry()
+        if settings.metricsListen != nil {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        }
 
         let dataDirectory = URL(fileURLWithPath: settings.dataDirectory)
         try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true,
@@ -78,6 +85,20 @@ public struct RunCommand: AsyncParsableCommand {
         }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var metrics: MetricsEndpoint?
+        if let (host, port) = settings.metricsListen {
+            let gauges = EngineGauges()
+            do {
+                metrics = try await MetricsEndpoint.start(host: host, port: port, registry: registry,
+                                                          refresh: { await gauges.update(from: engine) },
+                                                          group: group, logger: logger)
+            } catch {
+                maintenance.cancel()
+                engineFilter.cancel()
+                await engine.shutdown()
+                throw CleanError("cannot serve metrics on \(host):\(port): \(error) (set [metrics] listen to another address, or \"\" to turn it off)")
+            }
+        }
         let bridge = FacilitatorRelayBridge()
         let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
                                          transport: bridge, configuration: settings.facilitator, logger: logger)
@@ -94,12 +115,16 @@ public struct RunCommand: AsyncParsableCommand {
         let spec = "\(d.address):\(d.port):\(d.ntorKey.identity.bytes.map { String(format: "%02X", $0) }.joined()):\(ed):\(Data(d.ntorKey.onionKey).base64EncodedString())"
         print("relay \(spec)")
         print("facilitator key \(Data(key.publicKey.rawRepresentation).base64EncodedString())")
+        if let metrics, let ip = metrics.localAddress.ipAddress, let port = metrics.localAddress.port {
+            print("metrics http://\(ip.contains(":") ? "[\(ip)]" : ip):\(port)/metrics")
+        }
         fflush(stdout)
 
         await waitForTermination()
         logger.info("shutting down")
         maintenance.cancel()
         engineFilter.cancel()
+        await metrics?.shutdown()
         await service.shutdown()
         bridge.finish()
         await server.shutdown()
@@ -177,6 +202,9 @@ struct DaemonConfig {
     var blocklistDatabase: String?
     var blocklistPoll: Duration = .seconds(10)
     var blocklistRefresh: Duration = .seconds(86_400)
+    /// Prometheus scrape address; nil turns the endpoint off. Non-loopback needs metricsPublic.
+    var metricsListen: (host: String, port: Int)? = ("127.0.0.1", 9474)
+    var metricsPublic = false
 
     /// The database both `run` and `blocklist …` use for this config.
     var blocklistDatabasePath: String {
@@ -203,7 +231,7 @@ struct DaemonConfig {
     }
 
     private mutating func apply(_ root: TOMLTable, _ r: inout Reader) throws {
-        try r.known(root, ["data_directory", "log_level", "relay", "facilitator", "torrent", "blocklists"], in: "")
+        try r.known(root, ["data_directory", "log_level", "relay", "facilitator", "torrent", "blocklists", "metrics"], in: "")
         if let v = try r.string(root, "data_directory") { dataDirectory = v }
         if let v = try r.string(root, "log_level") {
             guard let level = Logger.Level(rawValue: v) else { throw r.fail("log_level", "one of trace, debug, info, notice, warning, error, critical") }
@@ -248,9 +276,29 @@ struct DaemonConfig {
             if let v = try r.int(b, "poll_seconds", 1...3600) { blocklistPoll = .seconds(v) }
             if let v = try r.int(b, "refresh_hours", 1...8760) { blocklistRefresh = .seconds(v * 3600) }
         }
-        if !relayPublic && !["127.0.0.1", "::1", "localhost"].contains(relayHost) && !relayHost.hasPrefix("127.") {
+        if let m = try r.table(root, "metrics") {
+            try r.known(m, ["listen", "public"], in: "metrics.")
+            if let v = try r.string(m, "listen") {
+                if v.isEmpty {
+                    metricsListen = nil
+                } else {
+                    guard let colon = v.lastIndex(of: ":"), let port = Int(v[v.index(after: colon)...]), (0...65535).contains(port)
+                    else { throw r.fail("metrics.listen", "\"host:port\" (e.g. \"127.0.0.1:9474\"), or \"\" to turn it off") }
+                    metricsListen = (String(v[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+                }
+            }
+            if let v = try r.bool(m, "public") { metricsPublic = v }
+        }
+        if !relayPublic && !Self.isLoopback(relayHost) {
             throw r.fail("relay.host", "a loopback address unless relay.public = true (going public is explicit)")
         }
+        if let (host, _) = metricsListen, !metricsPublic, !Self.isLoopback(host) {
+            throw r.fail("metrics.listen", "a loopback address unless metrics.public = true (going public is explicit)")
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        ["::1", "localhost"].contains(host) || host.hasPrefix("127.")
     }
 
     var summary: String {
@@ -283,6 +331,9 @@ struct DaemonConfig {
         database = "\(blocklistDatabasePath)"
         poll_seconds = \(blocklistPoll.components.seconds)
         refresh_hours = \(blocklistRefresh.components.seconds / 3600)
+        [metrics]
+        listen = "\(metricsListen.map { "\($0.host.contains(":") ? "[\($0.host)]" : $0.host):\($0.port)" } ?? "")"
+        public = \(metricsPublic)
         """
     }
 
