@@ -22,6 +22,18 @@ public struct RunCommand: AsyncParsableCommand {
             `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist
             database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default);
             imports made while the daemon runs apply within [blocklists] poll_seconds.
+
+            Spy hunting ([blocklists] hunt = true, off by default because it talks to the DHT):
+            before each query a second, torrent-less engine walks the DHT for a fake info-hash
+            sharing the real one's first 32 bits, convicts nodes that answer values for it, sybil
+            IDs and duplicate IPs, records them in the database (so the fetch's ip_filter refuses
+            them), then asks only the nodes that passed for the real info-hash and gives the
+            fetch the peers found. It needs hunt_bootstrap_nodes and torrent.dht = false
+            (libtorrent's own DHT is not filtered and would send the real info-hash to spies).
+            A hunt is bounded by hunt_timeout_seconds; a failed one leaves the query its other
+            peers. Its result serves further queries of the torrent for hunt_reuse_seconds.
+            Peers the engine bans for bad pieces, or whose requests keep timing out, are
+            recorded as spies too (`facilitatord blocklist check IP` says why).
             """)
 
     @Option(name: .long, help: "TOML config file (default: none, built-in defaults).")
@@ -76,10 +88,25 @@ public struct RunCommand: AsyncParsableCommand {
         let maintenance = Task { [poll = settings.blocklistPoll, refresh = settings.blocklistRefresh] in
             await blocklists.maintain(poll: poll, refresh: refresh)
         }
+        // The spy hunt runs on its own DHT-only engine before each query (the fetching engine's
+        // DHT stays off); it is up before the relay takes a circuit.
+        var hunting: SpyHunting?
+        if settings.hunt.enabled {
+            do {
+                hunting = try await SpyHunting.start(settings.hunt, blocklists: blocklists, dataDirectory: dataDirectory)
+            } catch {
+                maintenance.cancel()
+                engineFilter.cancel()
+                await engine.shutdown()
+                throw CleanError("cannot start the spy hunt's DHT engine: \(error)")
+            }
+            logger.info("spy hunting on", metadata: ["bootstrap": "\(settings.hunt.bootstrapNodes.joined(separator: ","))"])
+        }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bridge = FacilitatorRelayBridge()
-        let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
+        let service = FacilitatorService(source: TorrentContentSource(engine: engine, peerDiscovery: hunting?.peerDiscovery),
+                                         signingKey: key,
                                          transport: bridge, configuration: settings.facilitator, logger: logger)
         bridge.attach(service)
         // The relay identity persists across restarts (requesters pin it); short-lived certs are renewed on load.
@@ -103,6 +130,7 @@ public struct RunCommand: AsyncParsableCommand {
         await service.shutdown()
         bridge.finish()
         await server.shutdown()
+        await hunting?.shutdown()
         await engine.shutdown()
         try? await group.shutdownGracefully()
     }
@@ -177,6 +205,7 @@ struct DaemonConfig {
     var blocklistDatabase: String?
     var blocklistPoll: Duration = .seconds(10)
     var blocklistRefresh: Duration = .seconds(86_400)
+    var hunt = HuntSettings()
 
     /// The database both `run` and `blocklist …` use for this config.
     var blocklistDatabasePath: String {
@@ -240,13 +269,42 @@ struct DaemonConfig {
             if let v = try r.int(t, "connections_limit", 0...100_000) { torrent.connectionsLimit = v }
         }
         if let b = try r.table(root, "blocklists") {
-            try r.known(b, ["database", "poll_seconds", "refresh_hours"], in: "blocklists.")
+            try r.known(b, ["database", "poll_seconds", "refresh_hours", "hunt", "hunt_bootstrap_nodes", "hunt_listen",
+                            "hunt_timeout_seconds", "hunt_reuse_seconds"], in: "blocklists.")
             if let v = try r.string(b, "database") {
                 guard !v.isEmpty else { throw r.fail("blocklists.database", "a non-empty path") }
                 blocklistDatabase = v
             }
             if let v = try r.int(b, "poll_seconds", 1...3600) { blocklistPoll = .seconds(v) }
             if let v = try r.int(b, "refresh_hours", 1...8760) { blocklistRefresh = .seconds(v * 3600) }
+            if let v = try r.bool(b, "hunt") { hunt.enabled = v }
+            if let v = try r.strings(b, "hunt_bootstrap_nodes") {
+                for node in v where DHTBootstrap.split(node) == nil {
+                    throw r.fail("blocklists.hunt_bootstrap_nodes", "an array of \"host:port\" (found \"\(node)\")")
+                }
+                hunt.bootstrapNodes = v
+            }
+            if let v = try r.string(b, "hunt_listen") {
+                guard let colon = v.lastIndex(of: ":"), colon != v.startIndex, UInt16(v[v.index(after: colon)...]) != nil else {
+                    throw r.fail("blocklists.hunt_listen", "\"address:port\" (port 0: any free port)")
+                }
+                hunt.listen = v
+            }
+            if let v = try r.int(b, "hunt_timeout_seconds", 1...600) { hunt.timeout = .seconds(v) }
+            if let v = try r.int(b, "hunt_reuse_seconds", 0...86_400) { hunt.reuse = .seconds(v) }
+        }
+        if hunt.enabled {
+            if torrent.dhtEnabled {
+                throw Failure(description: "\(r.path): torrent.dht = true cannot be combined with blocklists.hunt = true: "
+                    + "libtorrent's own DHT lookups are not filtered by the blocklist and would send the real info-hash "
+                    + "to spies. Set torrent.dht = false (the hunt finds the peers) or blocklists.hunt = false.")
+            }
+            if hunt.bootstrapNodes.isEmpty {
+                throw r.fail("blocklists.hunt_bootstrap_nodes", "non-empty when blocklists.hunt = true (where the hunt's DHT walk starts)")
+            }
+            if hunt.timeout >= facilitator.resolveTimeout {
+                throw r.fail("blocklists.hunt_timeout_seconds", "below facilitator.resolve_timeout_seconds (\(facilitator.resolveTimeout.components.seconds)): the hunt runs inside a query's resolution")
+            }
         }
         if !relayPublic && !["127.0.0.1", "::1", "localhost"].contains(relayHost) && !relayHost.hasPrefix("127.") {
             throw r.fail("relay.host", "a loopback address unless relay.public = true (going public is explicit)")
@@ -283,6 +341,11 @@ struct DaemonConfig {
         database = "\(blocklistDatabasePath)"
         poll_seconds = \(blocklistPoll.components.seconds)
         refresh_hours = \(blocklistRefresh.components.seconds / 3600)
+        hunt = \(hunt.enabled)
+        hunt_bootstrap_nodes = [\(hunt.bootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
+        hunt_listen = "\(hunt.listen)"
+        hunt_timeout_seconds = \(hunt.timeout.components.seconds)
+        hunt_reuse_seconds = \(hunt.reuse.components.seconds)
         """
     }
 

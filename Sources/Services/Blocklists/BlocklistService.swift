@@ -206,7 +206,7 @@ public actor BlocklistService {
 
     /// The engine reports request timeouts and hash failures; a peer over its limit is recorded and blocked.
     @discardableResult
-    public func peerEvent(_ event: PeerEvent, from peer: PeerEndpoint, infohash: [UInt8]) async throws -> Detection? {
+    public func peerEvent(_ event: PeerMisbehaviour, from peer: IPEndpoint, infohash: [UInt8]) async throws -> Detection? {
         guard let d = tracker.record(event, from: peer, torrent: torrentTag(for: infohash), now: now()) else { return nil }
         try await record([d])
         return d

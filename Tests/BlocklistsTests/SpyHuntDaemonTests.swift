@@ -1,0 +1,227 @@
+import Foundation
+import TestSupport
+import Testing
+@testable import Blocklists
+
+/// The real `facilitatord run` binary with spy hunting on, fetched from by the real `peersm fetch`
+/// over a one-hop circuit (the facilitator is the exit), inside the private network namespace.
+@Suite(.serialized) struct SpyHuntDaemonTests {
+    /// A running facilitatord and what a requester needs to reach it.
+    struct Daemon {
+        let process: ChildProcess
+        let relaySpec: String
+        let database: String
+
+        static func start(_ dir: TemporaryDirectory, _ extraConfig: String) async throws -> Daemon {
+            let exe = try #require(CLI.binary, "facilitatord is not built beside the tests (swift build)")
+            let db = dir.url.appendingPathComponent("state/facilitator.sqlite").path
+            let config = try writeFile(dir, "facilitatord.toml", """
+                data_directory = "\(dir.url.appendingPathComponent("data").path)"
+                log_level = "debug"
+                [relay]
+                host = "127.0.0.1"
+                port = \(freePort())
+                [facilitator]
+                resolve_timeout_seconds = 60
+                stall_timeout_seconds = 30
+                [torrent]
+                listen = "127.0.0.1:0"
+                utp = false
+                dht = false
+                \(extraConfig)
+                """.replacingOccurrences(of: "[blocklists]", with: "[blocklists]\ndatabase = \"\(db)\"\npoll_seconds = 1"))
+            let p = try ChildProcess(exe, ["run", "--config", config], directory: dir.url.appendingPathComponent("run"),
+                                     environment: ["PEERSM_FACILITATOR_DB": ""], name: "facilitatord")
+            try await p.waitForLog(containing: "facilitator key", timeout: .seconds(60))
+            let line = try #require(p.log.split(separator: "\n").first { $0.hasPrefix("relay ") })
+            return Daemon(process: p, relaySpec: String(line.dropFirst("relay ".count)), database: db)
+        }
+
+        /// `peersm fetch NAME --via <this relay>`: exit status and stderr.
+        func fetch(_ name: String, to output: URL, timeout: Duration = .seconds(120)) async throws -> (status: Int32, log: String) {
+            let peersm = try #require(Self.peersmBinary, "peersm is not built beside the tests (swift build)")
+            let dir = output.deletingLastPathComponent()
+            let p = try ChildProcess(peersm, ["fetch", name, "--via", relaySpec, "-o", output.path, "--quiet"],
+                                     directory: dir, name: "peersm-\(UUID().uuidString.prefix(6))")
+            let deadline = ContinuousClock.now + timeout
+            while p.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            if p.isRunning {
+                p.stop()
+                Issue.record("peersm fetch still running after \(timeout)\n\(p.log)\n--- daemon ---\n\(process.log)")
+                return (-1, p.log)
+            }
+            return (p.exitStatus, p.log)
+        }
+
+        static var peersmBinary: String? {
+            guard let facilitatord = CLI.binary else { return nil }
+            let candidate = URL(fileURLWithPath: facilitatord).deletingLastPathComponent().appendingPathComponent("peersm").path
+            return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
+        }
+
+        func lines(containing needle: String) -> [Substring] {
+            process.log.split(separator: "\n").filter { $0.contains(needle) }
+        }
+    }
+
+    static func metadata(_ key: String, in line: Substring) -> Int? {
+        guard let r = line.range(of: "\(key)=(\\d+)", options: .regularExpression) else { return nil }
+        return Int(line[r].dropFirst(key.count + 1))
+    }
+
+    static func sha256(_ url: URL) throws -> String { String(try runTool("sha256sum", [url.path]).prefix(64)) }
+
+    /// Topology (loopback only, every bootstrap list empty but the hunt's):
+    ///   127.0.0.4  scripts/fake-spy-dht.py, values for ANY info-hash (a hunt bootstrap node)
+    ///   127.0.0.5  honest python3-libtorrent DHT node (the other hunt bootstrap node)
+    ///   127.0.0.3, 127.0.0.6  libtorrent DHT nodes seeding the file, announced to 127.0.0.5
+    /// `peersm fetch` names the bare info-hash: no x.pe, no tracker, and the fetching engine's DHT
+    /// is off, so the only peers the fetch can have are those of the daemon's guarded hunt.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func daemonHuntsTheSpyBeforeTheFetchAndFetchesFromHuntedPeers() async throws {
+        let dir = try TemporaryDirectory("spy-daemon")
+        let fixture = try TorrentFixture(in: dir.url, name: "hunted.bin", size: 700_000, pieceKiB: 32, seed: 4242)
+        let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: dir.url, name: "honest-dht")
+        defer { honest.process.stop() }
+        let honestNode = "127.0.0.5:\(honest.port)"
+        let seedA = try await EngineRig.dhtNode(host: "127.0.0.3", knowing: [honestNode], seeding: fixture,
+                                                directory: dir.url, name: "seed-a")
+        defer { seedA.process.stop() }
+        let seedB = try await EngineRig.dhtNode(host: "127.0.0.6", knowing: [honestNode], seeding: fixture,
+                                                directory: dir.url, name: "seed-b")
+        defer { seedB.process.stop() }
+        let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.66:6881", "127.0.0.67:6881"], directory: dir.url)
+        defer { spy.process.stop() }
+
+        // Both seeders' announces reached the honest node (asked over plain KRPC, not through the spy).
+        let realHash = EngineRig.unhex(fixture.infoHash)
+        let seeders = Set(["127.0.0.3:\(seedA.port)", "127.0.0.6:\(seedB.port)"])
+        let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
+        var seen: [String] = []
+        let announced = try await EngineRig.eventually(.seconds(60)) {
+            seen = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
+            return seeders.isSubset(of: seen)
+        }
+        try #require(announced, "the honest DHT node never learned both seeders; it returned \(seen)")
+
+        let daemon = try await Daemon.start(dir, """
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["127.0.0.4:\(spy.port)", "\(honestNode)"]
+            hunt_timeout_seconds = 30
+            """)
+        defer { daemon.process.stop() }
+        #expect(daemon.process.log.contains("spy hunting on"))
+
+        let out = dir.url.appendingPathComponent("fetched.bin")
+        let fetch = try await daemon.fetch(fixture.infoHash, to: out)
+        #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
+        #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("hunted.bin")))
+
+        // One hunt served the info query and every data query after it.
+        let hunts = daemon.lines(containing: "spy hunt found peers")
+        #expect(hunts.count == 1, "\(daemon.process.log)")
+        let hunt = try #require(hunts.first)
+        #expect((Self.metadata("peers", in: hunt) ?? 0) >= 1 && (Self.metadata("spies", in: hunt) ?? 0) >= 1, "\(hunt)")
+        if let ms = Self.metadata("ms", in: hunt) { print("spy hunt on the loopback DHT took \(ms) ms") }
+
+        // The spy was asked only the fake hash (sharing the real one's first 32 bits), never the real one.
+        let spyLog = spy.process.log
+        #expect(spyLog.contains("get_peers \(fixture.infoHash.prefix(8))"), "the hunt never reached the spy:\n\(spyLog)")
+        #expect(!spyLog.contains(fixture.infoHash), "the spy learned the real info-hash:\n\(spyLog)")
+
+        // The spy and the peers it named are in the database, with the reason, for the CLI to show.
+        let check = try CLI.run(["blocklist", "check", "127.0.0.4", "--db", daemon.database])
+        #expect(check.status == 0 && check.out.contains("values-for-fake-infohash"), "\(check.out)\(check.err)")
+        let named = try CLI.run(["blocklist", "check", "127.0.0.66", "--db", daemon.database])
+        #expect(named.out.contains("listed-for-fake-infohash"), "\(named.out)\(named.err)")
+        let seeder = try CLI.run(["blocklist", "check", "127.0.0.3", "--db", daemon.database])
+        #expect(!seeder.out.contains("fake-infohash"), "an honest seeder was convicted: \(seeder.out)")
+        daemon.process.stop(grace: .seconds(10))
+    }
+
+    /// A hunt whose only bootstrap node never answers times out; the query keeps the magnet's x.pe
+    /// peer and the fetch completes. The data queries that follow do not pay the timeout again.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func daemonFetchProceedsWhenTheSpyHuntTimesOut() async throws {
+        let dir = try TemporaryDirectory("spy-daemon-timeout")
+        let fixture = try TorrentFixture(in: dir.url, name: "fallback.bin", size: 300_000, pieceKiB: 32, seed: 77)
+        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
+        defer { seeder.stop() }
+        // A UDP socket that takes every datagram and answers none.
+        let silentPort = freePort(host: "127.0.0.12")
+        let silent = try ChildProcess(python3, ["-c", """
+            import signal, socket, sys, time
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.12", int(sys.argv[1])))
+            print("listening", flush=True)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                s.settimeout(1)
+                try: s.recvfrom(65536)
+                except socket.timeout: pass
+            """, String(silentPort)], directory: dir.url.appendingPathComponent("silent"), name: "silent-dht")
+        defer { silent.stop() }
+        try await silent.waitForLog(containing: "listening", timeout: .seconds(20))
+
+        let daemon = try await Daemon.start(dir, """
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["127.0.0.12:\(silentPort)"]
+            hunt_timeout_seconds = 2
+            """)
+        defer { daemon.process.stop() }
+        let magnet = "magnet:?xt=urn:btih:\(fixture.infoHash)&dn=fallback.bin&x.pe=127.0.0.3:\(seeder.port)"
+        let out = dir.url.appendingPathComponent("fetched.bin")
+        let started = ContinuousClock.now
+        let fetch = try await daemon.fetch(magnet, to: out)
+        let took = ContinuousClock.now - started
+        #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
+        #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("fallback.bin")))
+        #expect(daemon.lines(containing: "spy hunt timed out").count == 1, "\(daemon.process.log)")
+        #expect(daemon.lines(containing: "spy hunt found peers").isEmpty)
+        // The timeout bounds the wait: 2 s of hunting, not the 5 s a silent node's query takes per round.
+        #expect(took < .seconds(30), "fetch took \(took)")
+        daemon.process.stop(grace: .seconds(10))
+    }
+
+    /// A peer serving pieces that fail their hash check is banned by libtorrent, and the daemon's
+    /// wiring (engine peer events → BlocklistService) records it as a spy with the reason; the
+    /// fetch still completes from an honest seeder.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func daemonRecordsAPeerSendingBadPiecesAsSpy() async throws {
+        let dir = try TemporaryDirectory("spy-daemon-badpiece")
+        let fixture = try TorrentFixture(in: dir.url, name: "tainted.bin", size: 1_000_000, pieceKiB: 32, seed: 99)
+        // The liar gets its own copy of the content (it rewrites its files) on 127.0.0.7.
+        let liarContent = dir.url.appendingPathComponent("liar-content")
+        try FileManager.default.copyItem(at: fixture.contentDirectory, to: liarContent)
+        let liarPort = freePort(host: "127.0.0.7")
+        let liar = try ChildProcess(TorrentFixture.python, [
+            TorrentFixture.peerScript, "seed", fixture.torrentURL.path, liarContent.path,
+            "--host", "127.0.0.7", "--port", String(liarPort), "--corrupt",
+        ], directory: dir.url.appendingPathComponent("liar"), name: "corrupt-seeder")
+        defer { liar.stop() }
+        try await liar.waitForLog(containing: "LISTENING", timeout: .seconds(60))
+        let honest = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
+        defer { honest.stop() }
+
+        let daemon = try await Daemon.start(dir, "[blocklists]\nhunt = false\n")
+        defer { daemon.process.stop() }
+        let magnet = "magnet:?xt=urn:btih:\(fixture.infoHash)&dn=tainted.bin&x.pe=127.0.0.7:\(liarPort)&x.pe=127.0.0.3:\(honest.port)"
+        let out = dir.url.appendingPathComponent("fetched.bin")
+        let fetch = try await daemon.fetch(magnet, to: out)
+        #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
+        #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("tainted.bin")))
+
+        var check = try CLI.run(["blocklist", "check", "127.0.0.7", "--db", daemon.database])
+        _ = try await EngineRig.eventually(.seconds(10)) {
+            check = try CLI.run(["blocklist", "check", "127.0.0.7", "--db", daemon.database])
+            return check.out.contains("hash-failures")
+        }
+        #expect(check.out.contains("hash-failures"), "\(check.out)\(check.err)\n--- daemon ---\n\(daemon.process.log)")
+        let good = try CLI.run(["blocklist", "check", "127.0.0.3", "--db", daemon.database])
+        #expect(!good.out.contains("hash-failures"), "the honest seeder was convicted: \(good.out)")
+        #expect(daemon.process.log.contains("spy detected"))
+        daemon.process.stop(grace: .seconds(10))
+    }
+}
