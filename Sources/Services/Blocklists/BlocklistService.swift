@@ -208,6 +208,9 @@ public actor BlocklistService {
     @discardableResult
     public func peerEvent(_ event: PeerMisbehaviour, from peer: IPEndpoint, infohash: [UInt8]) async throws -> Detection? {
         guard let d = tracker.record(event, from: peer, torrent: torrentTag(for: infohash), now: now()) else { return nil }
+        // libtorrent may report one offence several times (a ban per failed piece in flight): a peer
+        // already convicted for this reason is already blocked everywhere.
+        if try store.spies(activeAt: now(), address: d.address).contains(where: { $0.reason == d.reason }) { return nil }
         try await record([d])
         return d
     }

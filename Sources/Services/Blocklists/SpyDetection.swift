@@ -261,7 +261,7 @@ public struct SpyDetector: Sendable {
 }
 
 /// Events the engine reports about a peer during a fetch.
-public enum PeerMisbehaviour: Sendable {
+public enum PeerMisbehaviour: Sendable, Equatable {
     case requestTimeout
     /// A piece this peer contributed to failed its hash check (others may have contributed too).
     case hashFailure
@@ -290,7 +290,8 @@ public struct PeerMisbehaviourTracker: Sendable {
         if count >= limit {
             events[peer.address] = list.filter { !sameKind($0.kind, event) }
             return Detection(address: peer.address, port: peer.port, reason: reason,
-                             detail: "\(count) \(event.noun) within \(Int(config.peerEventWindow)) s",
+                             detail: event == .bannedForBadData && count == 1 ? "banned by the engine for data failing the hash check"
+                                : "\(count) \(event.noun) within \(Int(config.peerEventWindow)) s",
                              detectedAt: now, torrent: torrent, expiresAt: config.expiry(reason, from: now))
         }
         events[peer.address] = list
