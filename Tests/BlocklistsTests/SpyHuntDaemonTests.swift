@@ -232,3 +232,75 @@ import Testing
         daemon.process.stop(grace: .seconds(10))
     }
 }
+
+/// `[blocklists] hunt…` keys as `facilitatord run --print-config` reads them.
+@Suite struct SpyHuntConfigTests {
+    func run(_ dir: TemporaryDirectory, _ name: String, _ toml: String) throws -> CLI.Result {
+        try CLI.run(["run", "--config", try writeFile(dir, name, toml), "--print-config"])
+    }
+
+    @Test func spyHuntSettingsAreReadAndValidated() throws {
+        let dir = try TemporaryDirectory("spy-hunt-config")
+        let defaults = try CLI.run(["run", "--print-config"])
+        #expect(defaults.status == 0 && defaults.out.contains("hunt = false") && defaults.out.contains("hunt_timeout_seconds = 20")
+                && defaults.out.contains("hunt_reuse_seconds = 120") && defaults.out.contains("hunt_listen = \"127.0.0.1:0\""), "\(defaults.out)")
+
+        let ok = try run(dir, "ok.toml", """
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["router.example:6881", "127.0.0.5:7000"]
+            hunt_timeout_seconds = 10
+            hunt_reuse_seconds = 0
+            """)
+        #expect(ok.status == 0 && ok.out.contains("hunt = true")
+                && ok.out.contains("hunt_bootstrap_nodes = [\"router.example:6881\", \"127.0.0.5:7000\"]"), "\(ok.err)")
+
+        // libtorrent's own DHT beside the hunt would send the real info-hash to spies: refused.
+        let both = try run(dir, "both.toml", """
+            [torrent]
+            dht = true
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["127.0.0.5:7000"]
+            """)
+        #expect(both.status != 0 && both.err.contains("torrent.dht = true cannot be combined with blocklists.hunt = true"), "\(both.err)")
+        let noNodes = try run(dir, "nonodes.toml", "[blocklists]\nhunt = true\n")
+        #expect(noNodes.status != 0 && noNodes.err.contains("blocklists.hunt_bootstrap_nodes must be non-empty"), "\(noNodes.err)")
+        let badNode = try run(dir, "badnode.toml", "[blocklists]\nhunt = true\nhunt_bootstrap_nodes = [\"router.example\"]\n")
+        #expect(badNode.status != 0 && badNode.err.contains("found \"router.example\""), "\(badNode.err)")
+        let slow = try run(dir, "slow.toml", """
+            [facilitator]
+            resolve_timeout_seconds = 30
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["127.0.0.5:7000"]
+            hunt_timeout_seconds = 30
+            """)
+        #expect(slow.status != 0 && slow.err.contains("below facilitator.resolve_timeout_seconds (30)"), "\(slow.err)")
+    }
+}
+
+/// The engine's peer events as the daemon's wiring turns them into verdicts.
+@Suite struct SpyMisbehaviourTests {
+    @Test func aBanIsAConvictionAndIsRecordedOnce() async throws {
+        let service = try BlocklistService(store: try BlocklistStore())
+        let liar = IPEndpoint(address: IPAddress("127.0.0.7")!, port: 6881)
+        let hash = [UInt8](repeating: 7, count: 20)
+        let d = try await service.peerEvent(.bannedForBadData, from: liar, infohash: hash)
+        #expect(d?.reason == .hashFailures && d?.detail == "banned by the engine for data failing the hash check")
+        #expect(try await service.isBlocked(liar.address))
+        // The same offence reported again (one ban per bad piece in flight) is not a second verdict.
+        #expect(try await service.peerEvent(.bannedForBadData, from: liar, infohash: hash) == nil)
+        #expect(try service.store.spies(activeAt: Date(), address: liar.address).count == 1)
+        // Plain hash failures (shared blame) still need the configured count.
+        let other = IPEndpoint(address: IPAddress("127.0.0.8")!, port: 6881)
+        #expect(try await service.peerEvent(.hashFailure, from: other, infohash: hash) == nil)
+        #expect(try await service.peerEvent(.hashFailure, from: other, infohash: hash)?.reason == .hashFailures)
+    }
+
+    @Test func infohashesFromEngineEventsAreParsed() {
+        #expect(BlocklistService.infohashBytes(String(repeating: "0a", count: 20)) == [UInt8](repeating: 10, count: 20))
+        #expect(BlocklistService.infohashBytes("0a") == nil)
+        #expect(BlocklistService.infohashBytes(String(repeating: "zz", count: 20)) == nil)
+    }
+}
