@@ -172,7 +172,7 @@ import Testing
             [blocklists]
             hunt = true
             hunt_bootstrap_nodes = ["127.0.0.12:\(silentPort)"]
-            hunt_timeout_seconds = 2
+            hunt_timeout_seconds = 1
             """)
         defer { daemon.process.stop() }
         let magnet = "magnet:?xt=urn:btih:\(fixture.infoHash)&dn=fallback.bin&x.pe=127.0.0.3:\(seeder.port)"
@@ -184,7 +184,7 @@ import Testing
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("fallback.bin")))
         #expect(daemon.lines(containing: "spy hunt timed out").count == 1, "\(daemon.process.log)")
         #expect(daemon.lines(containing: "spy hunt found peers").isEmpty)
-        // The timeout bounds the wait: 2 s of hunting, not the 5 s a silent node's query takes per round.
+        // The timeout bounds the wait: 1 s of hunting, not the 2 s a silent node's query takes per round.
         #expect(took < .seconds(30), "fetch took \(took)")
         daemon.process.stop(grace: .seconds(10))
     }

@@ -55,8 +55,10 @@ struct SpyHunting {
         var config = SpyHuntDiscovery.Configuration()
         config.timeout = settings.timeout
         config.reuseWindow = settings.reuse
+        // 2 s per node: a walk waits for the slowest of each round of 3 queries, so a long per-query
+        // timeout would let a few dead nodes eat the whole hunt budget.
         let discovery = SpyHuntDiscovery(service: blocklists, engine: engine, bootstrap: settings.bootstrapNodes,
-                                         configuration: config, queryTimeout: min(.seconds(5), settings.timeout / 2))
+                                         configuration: config, queryTimeout: .seconds(2))
         return SpyHunting(engine: engine, discovery: discovery, link: link)
     }
 

@@ -91,10 +91,12 @@ public actor SpyHuntDiscovery {
                 var peers: [IPEndpoint] = []
                 for p in last.peers where !((try? await service.isBlocked(p.address)) ?? true) { peers.append(p) }
                 count("reused")
+                logger.debug("spy hunt reused", metadata: ["peers": "\(peers.count)"])
                 return Discovery(peers: peers, outcome: .reused, duration: .zero)
             case .timedOut, .failed:
                 guard now - at < configuration.retryAfterFailure else { break }
                 count("backing-off")
+                logger.debug("spy hunt failed recently; not retried yet")
                 return Discovery(peers: [], outcome: .backingOff, duration: .zero)
             default: break
             }
