@@ -144,6 +144,64 @@ import Testing
         daemon.process.stop(grace: .seconds(10))
     }
 
+    /// The hunt's main path, as on a large DHT: a node whose ID shares 22 leading bits with the
+    /// info-hash (hence with the fake one) passes the direct probe and is the only node asked for
+    /// the real hash. Nodes (KRPC, scripts/fake-spy-dht.py) on loopback:
+    ///   127.0.0.4  spy: values for any hash           (bootstrap)
+    ///   127.0.0.11 honest, far from the hash, knows the seeder, names 127.0.0.13 as closer (bootstrap)
+    ///   127.0.0.13 honest, ID 22 bits from the hash, knows the seeder
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func daemonAsksOnlyProbedCloseNodesForTheRealHash() async throws {
+        let dir = try TemporaryDirectory("spy-daemon-close")
+        let fixture = try TorrentFixture(in: dir.url, name: "close.bin", size: 400_000, pieceKiB: 32, seed: 1313)
+        let realHash = EngineRig.unhex(fixture.infoHash)
+        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
+        defer { seeder.stop() }
+        let script = TorrentFixture.scriptsDirectory.appendingPathComponent("fake-spy-dht.py").path
+        func node(_ host: String, _ args: [String]) async throws -> (ChildProcess, UInt16) {
+            let port = freePort(host: host)
+            let p = try ChildProcess(TorrentFixture.python, [script, "--host", host, "--port", String(port), "--max-seconds", "300"] + args,
+                                     directory: dir.url.appendingPathComponent(host), name: "dht-\(host)")
+            try await p.waitForLog(containing: "listening on", timeout: .seconds(20))
+            return (p, port)
+        }
+        // Value lists lose their head ("spies position themselves first"): 127.0.0.99 goes, the seeder stays.
+        let knows = "\(fixture.infoHash)=127.0.0.99:6881,127.0.0.3:\(seeder.port)"
+        let closeID = nodeID(near: realHash, sharing: 22)
+        let (close, closePort) = try await node("127.0.0.13", ["--mode", "honest", "--id", hex(closeID), "--has", knows])
+        defer { close.stop() }
+        let farID = realHash.map { ~$0 }
+        let (far, farPort) = try await node("127.0.0.11", ["--mode", "honest", "--id", hex(farID), "--has", knows,
+                                                           "--nodes", "\(hex(closeID))@127.0.0.13:\(closePort)"])
+        defer { far.stop() }
+        let (spy, spyPort) = try await node("127.0.0.4", ["--values", "127.0.0.66:6881"])
+        defer { spy.stop() }
+
+        let daemon = try await Daemon.start(dir, """
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["127.0.0.4:\(spyPort)", "127.0.0.11:\(farPort)"]
+            """)
+        defer { daemon.process.stop() }
+        let out = dir.url.appendingPathComponent("fetched.bin")
+        let fetch = try await daemon.fetch(fixture.infoHash, to: out)
+        #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
+        #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("close.bin")))
+
+        let hunt = try #require(daemon.lines(containing: "spy hunt found peers").first, "\(daemon.process.log)")
+        #expect(Self.metadata("trusted-nodes", in: hunt) == 1, "\(hunt)")
+        if let ms = Self.metadata("ms", in: hunt) { print("spy hunt (probe path) on the loopback DHT took \(ms) ms") }
+        // Only the probed close node heard the real hash; the far node and the spy saw the fake one.
+        #expect(close.log.contains("get_peers \(fixture.infoHash) -> 2 value(s)"), "\(close.log)")
+        #expect(Self.metadata("peers", in: hunt) == 1, "\(hunt)")
+        #expect(!far.log.contains(fixture.infoHash), "\(far.log)")
+        #expect(!spy.log.contains(fixture.infoHash), "\(spy.log)")
+        #expect(spy.log.contains("get_peers \(fixture.infoHash.prefix(8))"), "\(spy.log)")
+        let check = try CLI.run(["blocklist", "check", "127.0.0.4", "--db", daemon.database])
+        #expect(check.out.contains("values-for-fake-infohash"), "\(check.out)\(check.err)")
+        daemon.process.stop(grace: .seconds(10))
+    }
+
     /// A hunt whose only bootstrap node never answers times out; the query keeps the magnet's x.pe
     /// peer and the fetch completes. The data queries that follow do not pay the timeout again.
     @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
