@@ -104,8 +104,10 @@ let t0 = Date(timeIntervalSince1970: 1_800_000_000)
         #expect(tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 10) == nil)
         // The first timeout leaves the 600 s window before the third arrives: no verdict yet.
         #expect(tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 601) == nil)
-        let d = tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 602)
-        #expect(d?.reason == .requestTimeouts && d?.expiresAt == t0 + 602 + 86_400)
+        // A burst (every outstanding block timing out at once) is one incident.
+        #expect(tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 602) == nil)
+        let d = tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 607)
+        #expect(d?.reason == .requestTimeouts && d?.expiresAt == t0 + 607 + 86_400)
         #expect(tracker.record(.hashFailure, from: peer, torrent: tag, now: t0 + 603) == nil)
         #expect(tracker.record(.hashFailure, from: peer, torrent: tag, now: t0 + 604)?.reason == .hashFailures)
         #expect(tracker.record(.hashFailure, from: ep("10.9.9.8:1"), torrent: tag, now: t0 + 604) == nil)

@@ -185,7 +185,7 @@ public actor BlocklistService {
         let result = try await hunter.hunt(infohash: infohash, torrent: torrentTag(for: infohash), lookup: lookup,
                                            isBlocked: { blocked.contains($0) }, now: clock)
         try await record(result.detections)
-        logger.info("spy hunt done", metadata: [
+        logger.debug("spy hunt done", metadata: [
             "spies": "\(Set(result.detections.map(\.address)).count)", "peers": "\(result.peers.count)",
             "trusted-nodes": "\(result.trustedNodes.count)",
         ])

@@ -118,6 +118,8 @@ public struct SpyDetectorConfiguration: Sendable {
     /// Distinct ports from one IP that make it a spy.
     public var manyPortsThreshold = 2
     public var requestTimeoutLimit = 3
+    /// Request timeouts from one peer closer together than this count as one incident.
+    public var requestTimeoutBurst: TimeInterval = 5
     public var hashFailureLimit = 2
     /// Bans the engine pronounced (libtorrent bans a peer only when bad data is pinned on it: it
     /// alone sent a failed piece, or smart_ban matched its blocks), so one is enough by default.
@@ -280,15 +282,22 @@ public struct PeerMisbehaviourTracker: Sendable {
     /// Records one event; returns a detection the moment the peer crosses its limit (once per crossing).
     public mutating func record(_ event: PeerMisbehaviour, from peer: IPEndpoint, torrent: TorrentTag, now: Date) -> Detection? {
         var list = (events[peer.address] ?? []).filter { now.timeIntervalSince($0.at) <= config.peerEventWindow }
+        // One stalled peer makes libtorrent time out every block it had been asked for at once (and
+        // snub it): a burst is one incident, or any slow peer would be convicted on its first stall.
+        if event == .requestTimeout,
+           let last = list.last(where: { $0.kind == .requestTimeout }), now.timeIntervalSince(last.at) < config.requestTimeoutBurst {
+            events[peer.address] = list
+            return nil
+        }
         list.append((event, now))
-        let count = list.filter { sameKind($0.kind, event) }.count
+        let count = list.filter { $0.kind == event }.count
         let (limit, reason): (Int, SpyReason) = switch event {
         case .requestTimeout: (config.requestTimeoutLimit, .requestTimeouts)
         case .hashFailure: (config.hashFailureLimit, .hashFailures)
         case .bannedForBadData: (config.banLimit, .hashFailures)
         }
         if count >= limit {
-            events[peer.address] = list.filter { !sameKind($0.kind, event) }
+            events[peer.address] = list.filter { $0.kind != event }
             return Detection(address: peer.address, port: peer.port, reason: reason,
                              detail: event == .bannedForBadData && count == 1 ? "banned by the engine for data failing the hash check"
                                 : "\(count) \(event.noun) within \(Int(config.peerEventWindow)) s",
@@ -303,13 +312,6 @@ public struct PeerMisbehaviourTracker: Sendable {
         events = events.compactMapValues { list in
             let fresh = list.filter { now.timeIntervalSince($0.at) <= config.peerEventWindow }
             return fresh.isEmpty ? nil : fresh
-        }
-    }
-
-    private func sameKind(_ a: PeerMisbehaviour, _ b: PeerMisbehaviour) -> Bool {
-        switch (a, b) {
-        case (.requestTimeout, .requestTimeout), (.hashFailure, .hashFailure), (.bannedForBadData, .bannedForBadData): return true
-        default: return false
         }
     }
 }
