@@ -17,22 +17,22 @@ public struct RunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run the relay and facilitator until SIGINT/SIGTERM.",
         discussion: """
-            Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints
-            the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to
-            `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist
-            database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default);
+            Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints \
+            the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to \
+            `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist \
+            database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default); \
             imports made while the daemon runs apply within [blocklists] poll_seconds.
 
-            Spy hunting ([blocklists] hunt = true, off by default because it talks to the DHT):
-            before each query a second, torrent-less engine walks the DHT for a fake info-hash
-            sharing the real one's first 32 bits, convicts nodes that answer values for it, sybil
-            IDs and duplicate IPs, records them in the database (so the fetch's ip_filter refuses
-            them), then asks only the nodes that passed for the real info-hash and gives the
-            fetch the peers found. It needs hunt_bootstrap_nodes and torrent.dht = false
-            (libtorrent's own DHT is not filtered and would send the real info-hash to spies).
-            A hunt is bounded by hunt_timeout_seconds; a failed one leaves the query its other
-            peers. Its result serves further queries of the torrent for hunt_reuse_seconds.
-            Peers the engine bans for bad pieces, or whose requests keep timing out, are
+            Spy hunting ([blocklists] hunt = true, off by default because it talks to the DHT): \
+            before each query a second, torrent-less engine walks the DHT for a fake info-hash \
+            sharing the real one's first 32 bits, convicts nodes that answer values for it, sybil \
+            IDs and duplicate IPs, records them in the database (so the fetch's ip_filter refuses \
+            them), then asks only the nodes that passed for the real info-hash and gives the \
+            fetch the peers found. It needs hunt_bootstrap_nodes and torrent.dht = false \
+            (libtorrent's own DHT is not filtered and would send the real info-hash to spies). \
+            A hunt is bounded by hunt_timeout_seconds; a failed one leaves the query its other \
+            peers. Its result serves further queries of the torrent for hunt_reuse_seconds. \
+            Peers the engine bans for bad pieces, or whose requests keep timing out, are \
             recorded as spies too (`facilitatord blocklist check IP` says why).
             """)
 
