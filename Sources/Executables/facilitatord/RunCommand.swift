@@ -201,11 +201,12 @@ struct DaemonConfig {
     var extendToPrivateAddresses = false
     var facilitator = FacilitatorConfiguration()
     var torrent = TorrentEngineSettings()
+    /// [blocklists] hunt… (SpyHunting.swift).
+    var hunt = HuntSettings()
     /// nil: the CLI's rule ($PEERSM_FACILITATOR_DB, else `DatabaseOptions.defaultPath`).
     var blocklistDatabase: String?
     var blocklistPoll: Duration = .seconds(10)
     var blocklistRefresh: Duration = .seconds(86_400)
-    var hunt = HuntSettings()
 
     /// The database both `run` and `blocklist …` use for this config.
     var blocklistDatabasePath: String {
@@ -277,34 +278,7 @@ struct DaemonConfig {
             }
             if let v = try r.int(b, "poll_seconds", 1...3600) { blocklistPoll = .seconds(v) }
             if let v = try r.int(b, "refresh_hours", 1...8760) { blocklistRefresh = .seconds(v * 3600) }
-            if let v = try r.bool(b, "hunt") { hunt.enabled = v }
-            if let v = try r.strings(b, "hunt_bootstrap_nodes") {
-                for node in v where DHTBootstrap.split(node) == nil {
-                    throw r.fail("blocklists.hunt_bootstrap_nodes", "an array of \"host:port\" (found \"\(node)\")")
-                }
-                hunt.bootstrapNodes = v
-            }
-            if let v = try r.string(b, "hunt_listen") {
-                guard let colon = v.lastIndex(of: ":"), colon != v.startIndex, UInt16(v[v.index(after: colon)...]) != nil else {
-                    throw r.fail("blocklists.hunt_listen", "\"address:port\" (port 0: any free port)")
-                }
-                hunt.listen = v
-            }
-            if let v = try r.int(b, "hunt_timeout_seconds", 1...600) { hunt.timeout = .seconds(v) }
-            if let v = try r.int(b, "hunt_reuse_seconds", 0...86_400) { hunt.reuse = .seconds(v) }
-        }
-        if hunt.enabled {
-            if torrent.dhtEnabled {
-                throw Failure(description: "\(r.path): torrent.dht = true cannot be combined with blocklists.hunt = true: "
-                    + "libtorrent's own DHT lookups are not filtered by the blocklist and would send the real info-hash "
-                    + "to spies. Set torrent.dht = false (the hunt finds the peers) or blocklists.hunt = false.")
-            }
-            if hunt.bootstrapNodes.isEmpty {
-                throw r.fail("blocklists.hunt_bootstrap_nodes", "non-empty when blocklists.hunt = true (where the hunt's DHT walk starts)")
-            }
-            if hunt.timeout >= facilitator.resolveTimeout {
-                throw r.fail("blocklists.hunt_timeout_seconds", "below facilitator.resolve_timeout_seconds (\(facilitator.resolveTimeout.components.seconds)): the hunt runs inside a query's resolution")
-            }
+            try applyHunt(b, &r)
         }
         if !relayPublic && !["127.0.0.1", "::1", "localhost"].contains(relayHost) && !relayHost.hasPrefix("127.") {
             throw r.fail("relay.host", "a loopback address unless relay.public = true (going public is explicit)")
@@ -339,13 +313,9 @@ struct DaemonConfig {
         connections_limit = \(torrent.connectionsLimit)
         [blocklists]
         database = "\(blocklistDatabasePath)"
+        \(hunt.summary)
         poll_seconds = \(blocklistPoll.components.seconds)
         refresh_hours = \(blocklistRefresh.components.seconds / 3600)
-        hunt = \(hunt.enabled)
-        hunt_bootstrap_nodes = [\(hunt.bootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
-        hunt_listen = "\(hunt.listen)"
-        hunt_timeout_seconds = \(hunt.timeout.components.seconds)
-        hunt_reuse_seconds = \(hunt.reuse.components.seconds)
         """
     }
 
