@@ -126,7 +126,7 @@ public actor SpyHuntDiscovery {
             }
         }
         let took = clock.now - started
-        Timer(label: "peersm_spy_hunt_duration").recordNanoseconds(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
+        Timer(label: "peersm_spy_hunt_duration_seconds").recordNanoseconds(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
         // Tag only: the log never names the content a requester asked for.
         let tag = await service.torrentTag(for: infohash)
         switch outcome {
