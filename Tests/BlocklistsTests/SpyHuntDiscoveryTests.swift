@@ -14,7 +14,8 @@ import TestSupport
     /// A DHT of two nodes: a spy that returns values for any hash, and an honest node that knows
     /// the real swarm. Counts the hunts (walks of a hash that is not the real one) it serves.
     final class FakeDHT: DHTPeerLookup, @unchecked Sendable {
-        enum Behaviour { case answer, hang, fail }
+        /// hangRealHash: answers the fake walk, then never answers a query for the real hash.
+        enum Behaviour { case answer, hang, fail, hangRealHash }
         let behaviour: Behaviour
         private let lock = NSLock()
         private var asked: [(node: IPEndpoint, hash: [UInt8])] = []
@@ -29,7 +30,8 @@ import TestSupport
             switch behaviour {
             case .hang: try await Task.sleep(for: .seconds(3600))
             case .fail: throw Down()
-            case .answer: break
+            case .hangRealHash where infohash == realHash: try await Task.sleep(for: .seconds(3600))
+            case .answer, .hangRealHash: break
             }
             lock.withLock { asked.append((node, infohash)) }
             if node == spy {
@@ -138,6 +140,16 @@ import TestSupport
         let again = await discovery.discover(Self.realHash)
         #expect(again.outcome == .backingOff && again.peers.isEmpty)
         #expect(try await service.enforcedRanges().isEmpty, "a cut hunt recorded verdicts")
+    }
+
+    /// Cut after the fake walk: no peers, but the spy it exposed stays convicted.
+    @Test func spyHuntCutShortKeepsTheVerdictsItAlreadyMade() async throws {
+        let dht = FakeDHT(.hangRealHash)
+        let (discovery, service) = try discovery(dht, timeout: .milliseconds(500))
+        let result = await discovery.discover(Self.realHash)
+        #expect(result.outcome == .timedOut && result.peers.isEmpty)
+        #expect(try await service.check(Self.spy.address).spies.map(\.reason) == [.valuesForFakeInfohash])
+        #expect(try await service.isBlocked(IPAddress("127.0.0.66")!))
     }
 
     @Test func spyHuntFailureYieldsNoPeersAndIsRetriedLater() async throws {

@@ -94,15 +94,20 @@ public struct SpyHunter: Sendable {
 
     public init(detector: SpyDetector = SpyDetector()) { self.detector = detector }
 
+    /// `verdicts` receives each phase's detections as soon as they are made (the fake walk's, each
+    /// probe's, the many-ports check's), so a hunt cut short still leaves what it proved; the
+    /// result lists them all again.
     public func hunt(infohash: [UInt8], torrent: TorrentTag, lookup: some DHTPeerLookup,
                      isBlocked: @escaping @Sendable (IPAddress) -> Bool,
-                     now: @Sendable () -> Date = { Date() }) async throws -> HuntResult {
+                     now: @Sendable () -> Date = { Date() },
+                     verdicts: @Sendable ([Detection]) async throws -> Void = { _ in }) async throws -> HuntResult {
         var rng = SystemRandomNumberGenerator()
         let fake = detector.fakeInfohash(for: infohash, using: &rng)
         let walk = try await lookup.getPeers(infohash: fake)
         let report = detector.analyzeFakeWalk(fakeInfohash: fake, responses: walk, torrent: torrent, now: now())
         var detections = report.detections
         var convicted = Set(detections.map(\.address))
+        if !report.detections.isEmpty { try await verdicts(report.detections) }
 
         var trusted: [IPEndpoint] = []
         for suspect in report.suspects where !isBlocked(suspect.endpoint.address) {
@@ -114,6 +119,7 @@ public struct SpyHunter: Sendable {
             } else {
                 detections += verdict
                 verdict.forEach { convicted.insert($0.address) }
+                try await verdicts(verdict)
             }
         }
         trusted.shuffle(using: &rng)
@@ -141,6 +147,7 @@ public struct SpyHunter: Sendable {
         let manyPorts = detector.manyPorts(peers, torrent: torrent, now: now())
         let multiPort = Set(manyPorts.map(\.address))
         detections += manyPorts
+        if !manyPorts.isEmpty { try await verdicts(manyPorts) }
         peers = peers.filter { !multiPort.contains($0.address) }
         peers.shuffle(using: &rng)
         return HuntResult(fakeInfohash: fake, detections: detections, peers: peers, trustedNodes: trusted,
