@@ -127,7 +127,6 @@ import Testing
         let hunt = try #require(hunts.first)
         #expect((Self.metadata("peers", in: hunt) ?? 0) >= 1 && (Self.metadata("spies", in: hunt) ?? 0) >= 1, "\(hunt)")
         if let ms = Self.metadata("ms", in: hunt) { print("spy hunt on the loopback DHT took \(ms) ms") }
-        if ProcessInfo.processInfo.environment["SPY_DEBUG"] != nil { print(daemon.process.log); print(spy.process.log) }
 
         // The spy was asked only the fake hash (sharing the real one's first 32 bits), never the real one.
         let spyLog = spy.process.log
@@ -286,7 +285,6 @@ import Testing
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("tainted.bin")))
         let good = try CLI.run(["blocklist", "check", "127.0.0.3", "--db", daemon.database])
         #expect(good.status == 1 && good.out.contains("not blocked"), "the honest seeder was convicted: \(good.out)")
-        if ProcessInfo.processInfo.environment["SPY_DEBUG"] != nil { print(check.out); print(daemon.process.log) }
         daemon.process.stop(grace: .seconds(10))
     }
 }
