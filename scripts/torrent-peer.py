@@ -3,7 +3,10 @@
 
   make     CONTENT OUT.torrent [--piece-kib N] [--tracker URL] [--hybrid]
            creates a torrent (v1 unless --hybrid) and prints {"info_hash", "magnet", "pieces", ...} as JSON
-  seed     TORRENT DIR [--host H] [--port P]                      seeds DIR; prints "LISTENING <port>"
+  seed     TORRENT DIR [--host H] [--port P] [--corrupt]          seeds DIR; prints "LISTENING <port>"
+                                                       --corrupt: after the check, flip every byte of the
+                                                       content in place, so it serves pieces that fail
+                                                       their hash check (a misbehaving peer)
   leech    TORRENT DIR [--host H] [--port P] [--report FILE]      a plain leecher that connects to nobody by itself;
                                                        writes its payload/peer counters to FILE every 0.5 s
   download TORRENT|MAGNET DIR --peer HOST:PORT         sequential download from one peer; prints JSON timing
@@ -90,6 +93,20 @@ def cmd_seed(a):
     h = ses.add_torrent(add_params(a.torrent, a.dir, False))
     while not h.status().is_seeding:
         time.sleep(0.05)
+    if a.corrupt:
+        # libtorrent believes it has every piece and never re-hashes what it serves; rewriting the
+        # files in place (same inode, so its memory maps see it) makes every piece it sends bad.
+        ti = h.torrent_file()
+        for i in range(ti.num_files()):
+            path = os.path.join(a.dir, ti.files().file_path(i))
+            with open(path, "r+b") as f:
+                data = bytearray(f.read())
+                for j in range(len(data)):
+                    data[j] ^= 0xFF
+                f.seek(0)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
     print("LISTENING %d" % wait_listen(ses), flush=True)
     while True:
         time.sleep(1)
@@ -177,6 +194,7 @@ def main():
     m.add_argument("--piece-kib", type=int, default=256); m.add_argument("--tracker"); m.add_argument("--hybrid", action="store_true")
     s = sub.add_parser("seed"); s.add_argument("torrent"); s.add_argument("dir"); s.add_argument("--port", type=int, default=0)
     s.add_argument("--host", default="127.0.0.1"); s.add_argument("--utp", action="store_true")
+    s.add_argument("--corrupt", action="store_true")
     l = sub.add_parser("leech"); l.add_argument("torrent"); l.add_argument("dir"); l.add_argument("--port", type=int, default=0)
     l.add_argument("--host", default="127.0.0.1")
     l.add_argument("--report")

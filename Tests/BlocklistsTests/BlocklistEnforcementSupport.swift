@@ -59,7 +59,7 @@ enum EngineRig {
     /// payload downloaded = file size). It shows with a single seeder and no blocklist at all. Such
     /// a stall is recorded as a known issue and the fetch is tried once more on the same engine;
     /// everything else the tests check (who was connected, blocked, what arrived) still holds.
-    static func fetch(_ engine: TorrentEngine, _ magnet: String, peers: [TorrentEngine::PeerEndpoint] = [],
+    static func fetch(_ engine: TorrentEngine, _ magnet: String, peers: [PeerEndpoint] = [],
                       timeout: Duration = .seconds(60)) async throws -> Data {
         do {
             return try await fetchOnce(engine, magnet, peers: peers, timeout: timeout)
@@ -69,7 +69,7 @@ enum EngineRig {
         }
     }
 
-    private static func fetchOnce(_ engine: TorrentEngine, _ magnet: String, peers: [TorrentEngine::PeerEndpoint],
+    private static func fetchOnce(_ engine: TorrentEngine, _ magnet: String, peers: [PeerEndpoint],
                                   timeout: Duration) async throws -> Data {
         let stream = try await engine.stream(magnet, peers: peers)
         let progress = FetchProgress()
@@ -177,16 +177,16 @@ actor FetchProgress {
 
 /// Peer events forwarded by `BlocklistService.attach`.
 actor EngineEventLog {
-    private(set) var events: [TorrentEngine::PeerEvent] = []
-    func add(_ e: TorrentEngine::PeerEvent) { events.append(e) }
-    func contains(_ kind: TorrentEngine::PeerEvent.Kind, _ address: String) -> Bool {
+    private(set) var events: [PeerEvent] = []
+    func add(_ e: PeerEvent) { events.append(e) }
+    func contains(_ kind: PeerEvent.Kind, _ address: String) -> Bool {
         events.contains { $0.kind == kind && $0.address == address }
     }
-    func count(_ kind: TorrentEngine::PeerEvent.Kind, _ address: String) -> Int {
+    func count(_ kind: PeerEvent.Kind, _ address: String) -> Int {
         events.filter { $0.kind == kind && $0.address == address }.count
     }
 }
 
 extension Seeder {
-    var engineEndpoint: TorrentEngine::PeerEndpoint { .init(host: host, port: port) }
+    var engineEndpoint: PeerEndpoint { .init(host: host, port: port) }
 }

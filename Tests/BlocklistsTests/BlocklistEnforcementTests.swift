@@ -131,7 +131,7 @@ extension BlocklistEngineTests {
                 let service = try BlocklistService(store: try BlocklistStore(path: storePath))
                 _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", "Listed seeder:127.0.0.2-127.0.0.2\n"))
                 let hunter = try EngineRig.engine(scratch.url, "hunt") { $0.dhtEnabled = true }
-                let spyEP = Blocklists::PeerEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
+                let spyEP = IPEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
                 // Only the spy answers, so no node is trusted and the hunt falls back to a plain walk
                 // for the real hash, which the guard keeps away from the spy it has just caught.
                 let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: [spyEP])

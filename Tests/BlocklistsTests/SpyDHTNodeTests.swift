@@ -63,7 +63,7 @@ indirect enum Bencode: Equatable {
 }
 
 /// One UDP exchange: send, wait up to `timeout` for one datagram from the same address.
-func udpExchange(_ payload: [UInt8], to endpoint: PeerEndpoint, timeout: TimeInterval = 1) -> [UInt8]? {
+func udpExchange(_ payload: [UInt8], to endpoint: IPEndpoint, timeout: TimeInterval = 1) -> [UInt8]? {
     guard let v4 = endpoint.address.ipv4 else { return nil }
     let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
     guard fd >= 0 else { return nil }
@@ -91,17 +91,17 @@ func udpExchange(_ payload: [UInt8], to endpoint: PeerEndpoint, timeout: TimeInt
 
 /// `DHTDirectQuerying` over real KRPC: what the engine will do through libtorrent's dht_direct_request.
 struct KRPCQuerier: DHTDirectQuerying {
-    let start: [PeerEndpoint]
+    let start: [IPEndpoint]
     let ownID = [UInt8](repeating: 0x42, count: 20)
 
-    func startingNodes() async throws -> [PeerEndpoint] { start }
+    func startingNodes() async throws -> [IPEndpoint] { start }
 
-    func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
         let query = Bencode.dict(["t": .bytes([0x61, 0x61]), "y": .bytes([0x71]), "q": .bytes(Array("get_peers".utf8)),
                                   "a": .dict(["id": .bytes(ownID), "info_hash": .bytes(infohash)])])
         guard let raw = udpExchange(query.encoded(), to: node), let msg = Bencode.decode(raw),
               msg["y"]?.bytes == [UInt8(ascii: "r")], let r = msg["r"], let id = r["id"]?.bytes, id.count == 20 else { return nil }
-        var values: [PeerEndpoint] = []
+        var values: [IPEndpoint] = []
         if case .list(let vs)? = r["values"] {
             for case .bytes(let v) in vs where v.count == 6 { values.append(compactPeer(v[...])) }
         }
@@ -114,10 +114,10 @@ struct KRPCQuerier: DHTDirectQuerying {
         return DHTResponse(node: node, nodeID: id, values: values, nodes: nodes)
     }
 
-    func compactPeer(_ b: ArraySlice<UInt8>) -> PeerEndpoint {
+    func compactPeer(_ b: ArraySlice<UInt8>) -> IPEndpoint {
         let s = b.startIndex
         let ip = UInt32(b[s]) << 24 | UInt32(b[s + 1]) << 16 | UInt32(b[s + 2]) << 8 | UInt32(b[s + 3])
-        return PeerEndpoint(address: IPAddress(ipv4: ip), port: UInt16(b[s + 4]) << 8 | UInt16(b[s + 5]))
+        return IPEndpoint(address: IPAddress(ipv4: ip), port: UInt16(b[s + 4]) << 8 | UInt16(b[s + 5]))
     }
 }
 
@@ -143,7 +143,7 @@ func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined()
         let port = freePort(host: "127.0.0.9")
         let spy = try await startNode(dir, "spy", ["--host", "127.0.0.9", "--port", "\(port)"])
         defer { spy.stop() }
-        let node = PeerEndpoint(address: IPAddress("127.0.0.9")!, port: port)
+        let node = IPEndpoint(address: IPAddress("127.0.0.9")!, port: port)
         var rng = SystemRandomNumberGenerator()
         let anyHash = (0..<20).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let reply = try #require(try await KRPCQuerier(start: []).getPeers(infohash: anyHash, from: node))
@@ -179,14 +179,14 @@ func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined()
         let service = try BlocklistService(store: try BlocklistStore())
         let sink = RecordingSink()
         try await service.register(sink)
-        let lookup = IterativeDHTLookup(querier: KRPCQuerier(start: [PeerEndpoint(address: IPAddress("127.0.0.9")!, port: spyPort)]))
+        let lookup = IterativeDHTLookup(querier: KRPCQuerier(start: [IPEndpoint(address: IPAddress("127.0.0.9")!, port: spyPort)]))
         let result = try await service.hunt(infohash: realHash, lookup: lookup)
 
         let reasons = Dictionary(grouping: result.detections, by: \.address.description).mapValues { Set($0.map(\.reason)) }
         #expect(reasons["127.0.0.9"] == [.valuesForFakeInfohash])
         #expect(reasons["127.0.0.10"] == [.sybilNodeID])
         #expect(reasons["127.0.0.11"] == nil)
-        #expect(result.trustedNodes == [PeerEndpoint(address: IPAddress("127.0.0.11")!, port: honestPort)])
+        #expect(result.trustedNodes == [IPEndpoint(address: IPAddress("127.0.0.11")!, port: honestPort)])
         #expect(Set(result.peers.map(\.description)) == Set(realPeers.dropFirst()))  // the list head is dropped
         // The real hash went to the honest node alone; the spy and the sybil saw only the fake one.
         try await honest.waitForLog(containing: "get_peers \(hex(realHash)) -> 6 value(s)", timeout: .seconds(5))

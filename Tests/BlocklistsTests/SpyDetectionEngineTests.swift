@@ -58,8 +58,8 @@ extension BlocklistEngineTests {
             defer { huntLink.cancel() }
             let fetchLink = try await service.attach(fetcher, forward: { await log.add($0) })
             defer { fetchLink.cancel() }
-            let bootstrap = [Blocklists::PeerEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port),
-                             Blocklists::PeerEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)]
+            let bootstrap = [IPEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port),
+                             IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)]
 
             // Wait until both seeders' announces reached the honest node (asked directly, not the spy).
             let seeders = Set(["127.0.0.3:\(seedA.port)", "127.0.0.6:\(seedB.port)"])
@@ -113,7 +113,7 @@ extension BlocklistEngineTests {
             // The fetch: hunted peers plus the spy's monitor (as if a tracker or PEX named it). The
             // monitor is a working seeder, and the filter still never lets us connect to it.
             let blockedBefore = EngineRig.blockedPeers()
-            let peers = result.peers.map { TorrentEngine::PeerEndpoint($0) } + [monitor.engineEndpoint]
+            let peers = result.peers.map { PeerEndpoint($0) } + [monitor.engineEndpoint]
             let data = try await EngineRig.fetch(fetcher, fixture.magnet, peers: peers)
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
             #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.8") })
@@ -144,8 +144,8 @@ extension BlocklistEngineTests {
             // The engine's ip_filter holds the spy too; it makes no difference to DHT traffic.
             let link = try await service.attach(engine)
             defer { link.cancel() }
-            let spyEP = Blocklists::PeerEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
-            let honestEP = Blocklists::PeerEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
+            let spyEP = IPEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
+            let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
             let lookup = GuardedDHTLookup(engine: engine, bootstrap: [spyEP, honestEP], service: service)
             let hash = (0..<20).map { UInt8($0 * 7 + 1) }
 

@@ -2,9 +2,9 @@ import Foundation
 import Testing
 @testable import Blocklists
 
-func ep(_ s: String) -> PeerEndpoint {
+func ep(_ s: String) -> IPEndpoint {
     let parts = s.split(separator: ":")
-    return PeerEndpoint(address: IPAddress(parts[0])!, port: UInt16(parts[1])!)
+    return IPEndpoint(address: IPAddress(parts[0])!, port: UInt16(parts[1])!)
 }
 
 /// A node ID sharing exactly `bits` leading bits with `hash` (the next bit differs).
@@ -104,8 +104,10 @@ let t0 = Date(timeIntervalSince1970: 1_800_000_000)
         #expect(tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 10) == nil)
         // The first timeout leaves the 600 s window before the third arrives: no verdict yet.
         #expect(tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 601) == nil)
-        let d = tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 602)
-        #expect(d?.reason == .requestTimeouts && d?.expiresAt == t0 + 602 + 86_400)
+        // A burst (every outstanding block timing out at once) is one incident.
+        #expect(tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 602) == nil)
+        let d = tracker.record(.requestTimeout, from: peer, torrent: tag, now: t0 + 607)
+        #expect(d?.reason == .requestTimeouts && d?.expiresAt == t0 + 607 + 86_400)
         #expect(tracker.record(.hashFailure, from: peer, torrent: tag, now: t0 + 603) == nil)
         #expect(tracker.record(.hashFailure, from: peer, torrent: tag, now: t0 + 604)?.reason == .hashFailures)
         #expect(tracker.record(.hashFailure, from: ep("10.9.9.8:1"), torrent: tag, now: t0 + 604) == nil)
@@ -122,11 +124,11 @@ let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 /// its real logic on a fixed scenario. A walk returns every recorded reply for that hash.
 struct RecordedDHT: DHTPeerLookup {
     /// Node → reply maker, given the queried hash (a spy answers any hash; the fake one is random).
-    var nodes: [PeerEndpoint: @Sendable ([UInt8]) -> DHTResponse?]
+    var nodes: [IPEndpoint: @Sendable ([UInt8]) -> DHTResponse?]
     func getPeers(infohash: [UInt8]) async throws -> [DHTResponse] {
         nodes.keys.sorted { $0.description < $1.description }.compactMap { nodes[$0]!(infohash) }
     }
-    func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? { nodes[node]?(infohash) }
+    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? { nodes[node]?(infohash) }
 }
 
 @Suite struct SpyHunterTests {
@@ -148,7 +150,7 @@ struct RecordedDHT: DHTPeerLookup {
         ])
         // The walk should not see sly's values: make its walk reply value-free by wrapping.
         struct WalkHidesSly: DHTPeerLookup {
-            let inner: RecordedDHT; let sly: PeerEndpoint
+            let inner: RecordedDHT; let sly: IPEndpoint
             func getPeers(infohash: [UInt8]) async throws -> [DHTResponse] {
                 try await inner.getPeers(infohash: infohash).map { r in
                     var r = r
@@ -156,7 +158,7 @@ struct RecordedDHT: DHTPeerLookup {
                     return r
                 }
             }
-            func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+            func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
                 try await inner.getPeers(infohash: infohash, from: node)
             }
         }
@@ -192,9 +194,9 @@ struct RecordedDHT: DHTPeerLookup {
 /// follow `nodes` toward the target and stop within its budget.
 struct ChainQuerier: DHTDirectQuerying {
     let ids: [[UInt8]]
-    func endpoint(_ i: Int) -> PeerEndpoint { ep("10.8.0.\(i + 1):6881") }
-    func startingNodes() async throws -> [PeerEndpoint] { [endpoint(0)] }
-    func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+    func endpoint(_ i: Int) -> IPEndpoint { ep("10.8.0.\(i + 1):6881") }
+    func startingNodes() async throws -> [IPEndpoint] { [endpoint(0)] }
+    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
         guard let i = (0..<ids.count).first(where: { endpoint($0) == node }) else { return nil }
         if i == 7 { throw CocoaError(.featureUnsupported) }  // one broken node: treated as silent
         let next = (i + 1..<min(i + 4, ids.count)).map { DHTNode(id: ids[$0], endpoint: endpoint($0)) }

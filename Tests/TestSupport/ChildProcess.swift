@@ -67,6 +67,8 @@ public final class ChildProcess: @unchecked Sendable {
 
     public var isRunning: Bool { process.isRunning }
     public var pid: Int32 { process.processIdentifier }
+    /// The exit status once it has ended (meaningless while `isRunning`).
+    public var exitStatus: Int32 { process.terminationStatus }
     public var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 
     /// Waits until `predicate` holds on the log (e.g. "Bootstrapped 100%"), failing early if the process dies.

@@ -601,6 +601,7 @@ public actor TorrentEngine {
     private func emit(_ kind: PeerEvent.Kind, _ a: EngineAlert, detail: String? = nil) {
         peerEventSink.yield(PeerEvent(kind: kind, address: a.address, port: a.port,
                                       torrent: a.torrent == 0 ? nil : TorrentID(raw: a.torrent),
+                                      infoHash: torrents[a.torrent]?.infoHash,
                                       detail: detail ?? a.message))
     }
 

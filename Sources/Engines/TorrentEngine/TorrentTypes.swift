@@ -83,6 +83,9 @@ public struct PeerEvent: Sendable, CustomStringConvertible {
     public let address: String
     public let port: UInt16
     public let torrent: TorrentID?
+    /// The torrent's v1 info-hash (lowercase hex) when the event concerns one still in the session,
+    /// so a consumer can attribute the event after the torrent is gone.
+    public let infoHash: String?
     public let detail: String
     public var description: String { "\(kind.rawValue) \(address):\(port) \(detail)" }
 }

@@ -19,11 +19,23 @@ public struct RunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run the relay and facilitator until SIGINT/SIGTERM.",
         discussion: """
-            Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints
-            the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to
-            `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist
-            database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default);
+            Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints \
+            the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to \
+            `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist \
+            database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default); \
             imports made while the daemon runs apply within [blocklists] poll_seconds.
+
+            Spy hunting ([blocklists] hunt = true, off by default because it talks to the DHT): \
+            before each query a second, torrent-less engine walks the DHT for a fake info-hash \
+            sharing the real one's first 32 bits, convicts nodes that answer values for it, sybil \
+            IDs and duplicate IPs, records them in the database (so the fetch's ip_filter refuses \
+            them), then asks only the nodes that passed for the real info-hash and gives the \
+            fetch the peers found. It needs hunt_bootstrap_nodes and torrent.dht = false \
+            (libtorrent's own DHT is not filtered and would send the real info-hash to spies). \
+            A hunt is bounded by hunt_timeout_seconds; a failed one leaves the query its other \
+            peers. Its result serves further queries of the torrent for hunt_reuse_seconds. \
+            Peers the engine bans for bad pieces, or whose requests keep timing out, are \
+            recorded as spies too (`facilitatord blocklist check IP` says why).
             """)
 
     @Option(name: .long, help: "TOML config file (default: none, built-in defaults).")
@@ -83,6 +95,20 @@ public struct RunCommand: AsyncParsableCommand {
         let maintenance = Task { [poll = settings.blocklistPoll, refresh = settings.blocklistRefresh] in
             await blocklists.maintain(poll: poll, refresh: refresh)
         }
+        // The spy hunt runs on its own DHT-only engine before each query (the fetching engine's
+        // DHT stays off); it is up before the relay takes a circuit.
+        var hunting: SpyHunting?
+        if settings.hunt.enabled {
+            do {
+                hunting = try await SpyHunting.start(settings.hunt, blocklists: blocklists, dataDirectory: dataDirectory)
+            } catch {
+                maintenance.cancel()
+                engineFilter.cancel()
+                await engine.shutdown()
+                throw CleanError("cannot start the spy hunt's DHT engine: \(error)")
+            }
+            logger.info("spy hunting on", metadata: ["bootstrap": "\(settings.hunt.bootstrapNodes.joined(separator: ","))"])
+        }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var metrics: MetricsEndpoint?
@@ -100,7 +126,8 @@ public struct RunCommand: AsyncParsableCommand {
             }
         }
         let bridge = FacilitatorRelayBridge()
-        let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: key,
+        let service = FacilitatorService(source: TorrentContentSource(engine: engine, peerDiscovery: hunting?.peerDiscovery),
+                                         signingKey: key,
                                          transport: bridge, configuration: settings.facilitator, logger: logger)
         bridge.attach(service)
         // The relay identity persists across restarts (requesters pin it); short-lived certs are renewed on load.
@@ -128,6 +155,7 @@ public struct RunCommand: AsyncParsableCommand {
         await service.shutdown()
         bridge.finish()
         await server.shutdown()
+        await hunting?.shutdown()
         await engine.shutdown()
         try? await group.shutdownGracefully()
     }
@@ -198,6 +226,8 @@ struct DaemonConfig {
     var extendToPrivateAddresses = false
     var facilitator = FacilitatorConfiguration()
     var torrent = TorrentEngineSettings()
+    /// [blocklists] hunt… (SpyHunting.swift).
+    var hunt = HuntSettings()
     /// nil: the CLI's rule ($PEERSM_FACILITATOR_DB, else `DatabaseOptions.defaultPath`).
     var blocklistDatabase: String?
     var blocklistPoll: Duration = .seconds(10)
@@ -268,13 +298,15 @@ struct DaemonConfig {
             if let v = try r.int(t, "connections_limit", 0...100_000) { torrent.connectionsLimit = v }
         }
         if let b = try r.table(root, "blocklists") {
-            try r.known(b, ["database", "poll_seconds", "refresh_hours"], in: "blocklists.")
+            try r.known(b, ["database", "poll_seconds", "refresh_hours", "hunt", "hunt_bootstrap_nodes", "hunt_listen",
+                            "hunt_timeout_seconds", "hunt_reuse_seconds"], in: "blocklists.")
             if let v = try r.string(b, "database") {
                 guard !v.isEmpty else { throw r.fail("blocklists.database", "a non-empty path") }
                 blocklistDatabase = v
             }
             if let v = try r.int(b, "poll_seconds", 1...3600) { blocklistPoll = .seconds(v) }
             if let v = try r.int(b, "refresh_hours", 1...8760) { blocklistRefresh = .seconds(v * 3600) }
+            try applyHunt(b, &r)
         }
         if let m = try r.table(root, "metrics") {
             try r.known(m, ["listen", "public"], in: "metrics.")
@@ -329,6 +361,7 @@ struct DaemonConfig {
         connections_limit = \(torrent.connectionsLimit)
         [blocklists]
         database = "\(blocklistDatabasePath)"
+        \(hunt.summary)
         poll_seconds = \(blocklistPoll.components.seconds)
         refresh_hours = \(blocklistRefresh.components.seconds / 3600)
         [metrics]

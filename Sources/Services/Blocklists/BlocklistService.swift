@@ -177,15 +177,16 @@ public actor BlocklistService {
     /// The salted hash under which detections for this torrent are stored.
     public func torrentTag(for infohash: [UInt8]) -> TorrentTag { TorrentTag(infohash: infohash, salt: salt) }
 
-    /// Runs the fake-infohash hunt before a fetch, records what it found, pushes the new union, and
-    /// returns the peers the engine may connect to for the real infohash.
+    /// Runs the fake-infohash hunt before a fetch, records what it finds as it finds it (pushing the
+    /// new union each time, so a hunt cut short keeps its verdicts), and returns the peers the
+    /// engine may connect to for the real infohash.
     public func hunt(infohash: [UInt8], lookup: some DHTPeerLookup) async throws -> HuntResult {
         let blocked = try enforcedRanges()
         let clock = now
         let result = try await hunter.hunt(infohash: infohash, torrent: torrentTag(for: infohash), lookup: lookup,
-                                           isBlocked: { blocked.contains($0) }, now: clock)
-        try await record(result.detections)
-        logger.info("spy hunt done", metadata: [
+                                           isBlocked: { blocked.contains($0) }, now: clock,
+                                           verdicts: { [weak self] in try await self?.record($0) })
+        logger.debug("spy hunt done", metadata: [
             "spies": "\(Set(result.detections.map(\.address)).count)", "peers": "\(result.peers.count)",
             "trusted-nodes": "\(result.trustedNodes.count)",
         ])
@@ -206,8 +207,11 @@ public actor BlocklistService {
 
     /// The engine reports request timeouts and hash failures; a peer over its limit is recorded and blocked.
     @discardableResult
-    public func peerEvent(_ event: PeerEvent, from peer: PeerEndpoint, infohash: [UInt8]) async throws -> Detection? {
+    public func peerEvent(_ event: PeerMisbehaviour, from peer: IPEndpoint, infohash: [UInt8]) async throws -> Detection? {
         guard let d = tracker.record(event, from: peer, torrent: torrentTag(for: infohash), now: now()) else { return nil }
+        // libtorrent may report one offence several times (a ban per failed piece in flight): a peer
+        // already convicted for this reason is already blocked everywhere.
+        if try store.spies(activeAt: now(), address: d.address).contains(where: { $0.reason == d.reason }) { return nil }
         try await record([d])
         return d
     }

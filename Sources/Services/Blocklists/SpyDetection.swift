@@ -5,7 +5,7 @@ import Foundation
 // the current time, and returns verdicts. No I/O, no clock (the caller passes `now`).
 
 /// An IP address and port (a DHT node, or a peer from a `values` list).
-public struct PeerEndpoint: Hashable, Sendable, CustomStringConvertible {
+public struct IPEndpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     public var port: UInt16
     public init(address: IPAddress, port: UInt16) {
@@ -18,8 +18,8 @@ public struct PeerEndpoint: Hashable, Sendable, CustomStringConvertible {
 /// A DHT node as a `nodes` entry names it.
 public struct DHTNode: Hashable, Sendable {
     public var id: [UInt8]
-    public var endpoint: PeerEndpoint
-    public init(id: [UInt8], endpoint: PeerEndpoint) {
+    public var endpoint: IPEndpoint
+    public init(id: [UInt8], endpoint: IPEndpoint) {
         self.id = id
         self.endpoint = endpoint
     }
@@ -28,14 +28,14 @@ public struct DHTNode: Hashable, Sendable {
 /// One node's reply to a `get_peers` query (BEP 5): who answered, with which node ID, and what it returned.
 public struct DHTResponse: Hashable, Sendable {
     /// The address the reply came from.
-    public var node: PeerEndpoint
+    public var node: IPEndpoint
     /// The `id` in the reply (20 bytes).
     public var nodeID: [UInt8]
     /// Peers the node returned in `values` for the queried infohash.
-    public var values: [PeerEndpoint]
+    public var values: [IPEndpoint]
     /// Closer nodes the node returned in `nodes`/`nodes6`.
     public var nodes: [DHTNode]
-    public init(node: PeerEndpoint, nodeID: [UInt8], values: [PeerEndpoint] = [], nodes: [DHTNode] = []) {
+    public init(node: IPEndpoint, nodeID: [UInt8], values: [IPEndpoint] = [], nodes: [DHTNode] = []) {
         self.node = node
         self.nodeID = nodeID
         self.values = values
@@ -118,7 +118,12 @@ public struct SpyDetectorConfiguration: Sendable {
     /// Distinct ports from one IP that make it a spy.
     public var manyPortsThreshold = 2
     public var requestTimeoutLimit = 3
+    /// Request timeouts from one peer closer together than this count as one incident.
+    public var requestTimeoutBurst: TimeInterval = 5
     public var hashFailureLimit = 2
+    /// Bans the engine pronounced (libtorrent bans a peer only when bad data is pinned on it: it
+    /// alone sent a failed piece, or smart_ban matched its blocks), so one is enough by default.
+    public var banLimit = 1
     /// Peer events older than this are forgotten.
     public var peerEventWindow: TimeInterval = 600
     /// How long each kind of verdict blocks. Sure signs last longer than circumstantial ones.
@@ -143,9 +148,9 @@ public struct FakeWalkReport: Sendable {
 
 /// The result of filtering one `values` list from the real query.
 public struct ValueFilterResult: Sendable, Equatable {
-    public var kept: [PeerEndpoint]
-    public var droppedLeading: [PeerEndpoint]
-    public var droppedBlocked: [PeerEndpoint]
+    public var kept: [IPEndpoint]
+    public var droppedLeading: [IPEndpoint]
+    public var droppedBlocked: [IPEndpoint]
 }
 
 public struct SpyDetector: Sendable {
@@ -184,7 +189,7 @@ public struct SpyDetector: Sendable {
                                 now: Date) -> FakeWalkReport {
         var detections: [Detection] = []
         var convicted = Set<IPAddress>()
-        func convict(_ ep: PeerEndpoint, _ reason: SpyReason, _ detail: String) {
+        func convict(_ ep: IPEndpoint, _ reason: SpyReason, _ detail: String) {
             detections.append(Detection(address: ep.address, port: ep.port, reason: reason, detail: detail,
                                         detectedAt: now, torrent: torrent, expiresAt: config.expiry(reason, from: now)))
             convicted.insert(ep.address)
@@ -209,7 +214,7 @@ public struct SpyDetector: Sendable {
         let byIP = Dictionary(grouping: close, by: { $0.node.endpoint.address })
         for (ip, group) in byIP where group.count > 1 && !convicted.contains(ip) {
             let ports = Set(group.map { $0.node.endpoint.port }).sorted().map(String.init).joined(separator: ",")
-            convict(PeerEndpoint(address: ip, port: group[0].node.endpoint.port), .duplicateNodeIP,
+            convict(IPEndpoint(address: ip, port: group[0].node.endpoint.port), .duplicateNodeIP,
                     "\(group.count) node IDs near the hash from one IP (ports \(ports))")
         }
         let suspects = close.filter { !convicted.contains($0.node.endpoint.address) }
@@ -232,9 +237,9 @@ public struct SpyDetector: Sendable {
     }
 
     /// Drops the head of a value list and the already-blocked peers.
-    public func filterValues(_ values: [PeerEndpoint], isBlocked: (IPAddress) -> Bool) -> ValueFilterResult {
+    public func filterValues(_ values: [IPEndpoint], isBlocked: (IPAddress) -> Bool) -> ValueFilterResult {
         let n = leadingDropCount(values.count)
-        var kept: [PeerEndpoint] = [], blocked: [PeerEndpoint] = []
+        var kept: [IPEndpoint] = [], blocked: [IPEndpoint] = []
         for v in values.dropFirst(n) {
             if isBlocked(v.address) { blocked.append(v) } else { kept.append(v) }
         }
@@ -243,7 +248,7 @@ public struct SpyDetector: Sendable {
 
     /// IPs offering several ports among the peers collected for the real hash (checked only once
     /// enough peers were seen that a honest swarm would not repeat an IP).
-    public func manyPorts(_ peers: [PeerEndpoint], torrent: TorrentTag, now: Date) -> [Detection] {
+    public func manyPorts(_ peers: [IPEndpoint], torrent: TorrentTag, now: Date) -> [Detection] {
         let unique = Set(peers)
         guard unique.count >= config.manyPortsMinimumPeers else { return [] }
         return Dictionary(grouping: unique, by: \.address)
@@ -258,32 +263,44 @@ public struct SpyDetector: Sendable {
 }
 
 /// Events the engine reports about a peer during a fetch.
-public enum PeerEvent: Sendable {
+public enum PeerMisbehaviour: Sendable, Equatable {
     case requestTimeout
+    /// A piece this peer contributed to failed its hash check (others may have contributed too).
     case hashFailure
+    /// The engine banned the peer for sending data that failed the hash check (attribution certain).
+    case bannedForBadData
 }
 
 /// Counts timeouts and hash failures per IP within a sliding window; a peer over a limit is a spy
 /// (torrent-live level 2: wires that time out, peers sending bad pieces). Pure: time is passed in.
 public struct PeerMisbehaviourTracker: Sendable {
     public let config: SpyDetectorConfiguration
-    private var events: [IPAddress: [(kind: PeerEvent, at: Date)]] = [:]
+    private var events: [IPAddress: [(kind: PeerMisbehaviour, at: Date)]] = [:]
 
     public init(config: SpyDetectorConfiguration = .init()) { self.config = config }
 
     /// Records one event; returns a detection the moment the peer crosses its limit (once per crossing).
-    public mutating func record(_ event: PeerEvent, from peer: PeerEndpoint, torrent: TorrentTag, now: Date) -> Detection? {
+    public mutating func record(_ event: PeerMisbehaviour, from peer: IPEndpoint, torrent: TorrentTag, now: Date) -> Detection? {
         var list = (events[peer.address] ?? []).filter { now.timeIntervalSince($0.at) <= config.peerEventWindow }
+        // One stalled peer makes libtorrent time out every block it had been asked for at once (and
+        // snub it): a burst is one incident, or any slow peer would be convicted on its first stall.
+        if event == .requestTimeout,
+           let last = list.last(where: { $0.kind == .requestTimeout }), now.timeIntervalSince(last.at) < config.requestTimeoutBurst {
+            events[peer.address] = list
+            return nil
+        }
         list.append((event, now))
-        let count = list.filter { sameKind($0.kind, event) }.count
+        let count = list.filter { $0.kind == event }.count
         let (limit, reason): (Int, SpyReason) = switch event {
         case .requestTimeout: (config.requestTimeoutLimit, .requestTimeouts)
         case .hashFailure: (config.hashFailureLimit, .hashFailures)
+        case .bannedForBadData: (config.banLimit, .hashFailures)
         }
         if count >= limit {
-            events[peer.address] = list.filter { !sameKind($0.kind, event) }
+            events[peer.address] = list.filter { $0.kind != event }
             return Detection(address: peer.address, port: peer.port, reason: reason,
-                             detail: "\(count) \(event.noun) within \(Int(config.peerEventWindow)) s",
+                             detail: event == .bannedForBadData && count == 1 ? "banned by the engine for data failing the hash check"
+                                : "\(count) \(event.noun) within \(Int(config.peerEventWindow)) s",
                              detectedAt: now, torrent: torrent, expiresAt: config.expiry(reason, from: now))
         }
         events[peer.address] = list
@@ -297,20 +314,14 @@ public struct PeerMisbehaviourTracker: Sendable {
             return fresh.isEmpty ? nil : fresh
         }
     }
-
-    private func sameKind(_ a: PeerEvent, _ b: PeerEvent) -> Bool {
-        switch (a, b) {
-        case (.requestTimeout, .requestTimeout), (.hashFailure, .hashFailure): return true
-        default: return false
-        }
-    }
 }
 
-extension PeerEvent {
+extension PeerMisbehaviour {
     var noun: String {
         switch self {
         case .requestTimeout: return "request timeouts"
         case .hashFailure: return "hash failures"
+        case .bannedForBadData: return "bans for data failing the hash check"
         }
     }
 }

@@ -7,15 +7,15 @@ public protocol DHTPeerLookup: Sendable {
     /// An iterative get_peers lookup of `infohash` over the DHT: every reply received, in arrival order.
     func getPeers(infohash: [UInt8]) async throws -> [DHTResponse]
     /// One get_peers query sent to one node; nil when it did not answer in time.
-    func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse?
+    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse?
 }
 
 /// The narrower primitive an engine may offer instead: single queries plus a few nodes to start
 /// from (libtorrent: `dht_direct_request` and `dht_live_nodes`). `IterativeDHTLookup` builds the
 /// walk on top of it.
 public protocol DHTDirectQuerying: Sendable {
-    func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse?
-    func startingNodes() async throws -> [PeerEndpoint]
+    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse?
+    func startingNodes() async throws -> [IPEndpoint]
 }
 
 /// A BEP 5 get_peers traversal over `DHTDirectQuerying`: query the `alpha` closest unqueried nodes
@@ -29,15 +29,15 @@ public struct IterativeDHTLookup<Querier: DHTDirectQuerying>: DHTPeerLookup {
 
     public init(querier: Querier) { self.querier = querier }
 
-    public func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+    public func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
         try await querier.getPeers(infohash: infohash, from: node)
     }
 
     public func getPeers(infohash target: [UInt8]) async throws -> [DHTResponse] {
         // Known nodes and their IDs (empty until a node answers or is named in a `nodes` list).
-        var known: [PeerEndpoint: [UInt8]] = [:]
+        var known: [IPEndpoint: [UInt8]] = [:]
         for ep in try await querier.startingNodes() { known[ep] = [] }
-        var queried = Set<PeerEndpoint>(), answered = Set<PeerEndpoint>()
+        var queried = Set<IPEndpoint>(), answered = Set<IPEndpoint>()
         var replies: [DHTResponse] = []
         // Starting nodes of unknown ID rank last, so they are queried only until IDs are known.
         func distanceKey(_ id: [UInt8]) -> [UInt8] {
@@ -76,9 +76,9 @@ public struct HuntResult: Sendable {
     public var fakeInfohash: [UInt8]
     public var detections: [Detection]
     /// Peers for the real infohash that survived filtering: the engine connects to these.
-    public var peers: [PeerEndpoint]
+    public var peers: [IPEndpoint]
     /// Closest nodes that passed the direct probe and were asked for the real hash.
-    public var trustedNodes: [PeerEndpoint]
+    public var trustedNodes: [IPEndpoint]
     public var droppedLeading: Int
     public var droppedBlocked: Int
 }
@@ -94,17 +94,22 @@ public struct SpyHunter: Sendable {
 
     public init(detector: SpyDetector = SpyDetector()) { self.detector = detector }
 
+    /// `verdicts` receives each phase's detections as soon as they are made (the fake walk's, each
+    /// probe's, the many-ports check's), so a hunt cut short still leaves what it proved; the
+    /// result lists them all again.
     public func hunt(infohash: [UInt8], torrent: TorrentTag, lookup: some DHTPeerLookup,
                      isBlocked: @escaping @Sendable (IPAddress) -> Bool,
-                     now: @Sendable () -> Date = { Date() }) async throws -> HuntResult {
+                     now: @Sendable () -> Date = { Date() },
+                     verdicts: @Sendable ([Detection]) async throws -> Void = { _ in }) async throws -> HuntResult {
         var rng = SystemRandomNumberGenerator()
         let fake = detector.fakeInfohash(for: infohash, using: &rng)
         let walk = try await lookup.getPeers(infohash: fake)
         let report = detector.analyzeFakeWalk(fakeInfohash: fake, responses: walk, torrent: torrent, now: now())
         var detections = report.detections
         var convicted = Set(detections.map(\.address))
+        if !report.detections.isEmpty { try await verdicts(report.detections) }
 
-        var trusted: [PeerEndpoint] = []
+        var trusted: [IPEndpoint] = []
         for suspect in report.suspects where !isBlocked(suspect.endpoint.address) {
             guard let reply = try await Self.ask(lookup, fake, suspect.endpoint) else { continue }
             let verdict = detector.judgeProbe(fakeInfohash: fake, response: reply, torrent: torrent, now: now())
@@ -114,13 +119,14 @@ public struct SpyHunter: Sendable {
             } else {
                 detections += verdict
                 verdict.forEach { convicted.insert($0.address) }
+                try await verdicts(verdict)
             }
         }
         trusted.shuffle(using: &rng)
 
         let convictedSoFar = convicted
         let blocked: (IPAddress) -> Bool = { convictedSoFar.contains($0) || isBlocked($0) }
-        var peers: [PeerEndpoint] = [], droppedLeading = 0, droppedBlocked = 0
+        var peers: [IPEndpoint] = [], droppedLeading = 0, droppedBlocked = 0
         func take(_ reply: DHTResponse) {
             guard !blocked(reply.node.address) else { return }
             let f = detector.filterValues(reply.values, isBlocked: blocked)
@@ -136,11 +142,12 @@ public struct SpyHunter: Sendable {
                 if let reply = try await Self.ask(lookup, infohash, node) { take(reply) }
             }
         }
-        var seen = Set<PeerEndpoint>()
+        var seen = Set<IPEndpoint>()
         peers = peers.filter { seen.insert($0).inserted }
         let manyPorts = detector.manyPorts(peers, torrent: torrent, now: now())
         let multiPort = Set(manyPorts.map(\.address))
         detections += manyPorts
+        if !manyPorts.isEmpty { try await verdicts(manyPorts) }
         peers = peers.filter { !multiPort.contains($0.address) }
         peers.shuffle(using: &rng)
         return HuntResult(fakeInfohash: fake, detections: detections, peers: peers, trustedNodes: trusted,
@@ -149,7 +156,7 @@ public struct SpyHunter: Sendable {
 
     /// One direct query; a node that errors is treated like one that did not answer (one bad node
     /// must not abort the hunt), but cancellation still ends it.
-    static func ask(_ lookup: some DHTPeerLookup, _ hash: [UInt8], _ node: PeerEndpoint) async throws -> DHTResponse? {
+    static func ask(_ lookup: some DHTPeerLookup, _ hash: [UInt8], _ node: IPEndpoint) async throws -> DHTResponse? {
         do {
             return try await lookup.getPeers(infohash: hash, from: node)
         } catch is CancellationError {

@@ -7,9 +7,10 @@ import TorrentEngine
 // engine's read-only node), and its peer events flow back (blocked peers → metric, request timeouts
 // and bad pieces → detections).
 //
-// The engine module declares its own `PeerEndpoint`, `IPRange` and `PeerEvent`. In this module the
-// plain names mean ours; `TorrentEngine::Name` (module selector) names the engine's, because plain
-// `TorrentEngine.Name` would look inside the actor of the same name.
+// Names: the engine's `PeerEndpoint` (host text and port) and `PeerEvent` (what libtorrent saw) are
+// used as they are; ours are `IPEndpoint` (a parsed address) and `PeerMisbehaviour` (what the
+// tracker counts). Both modules declare `IPRange`: plain `IPRange` is ours, `TorrentEngine::IPRange`
+// (module selector) the engine's, since `TorrentEngine.IPRange` would look inside the actor.
 //
 // libtorrent 2.0.8 does not apply the ip_filter to DHT traffic (fixed in 2.0.11): a blocked DHT node
 // is still queried, and its replies still arrive. So DHT-level spies are kept out here, in our code:
@@ -40,12 +41,12 @@ extension TorrentEngine: DHTPeerLookup {
     }
 
     /// One get_peers query to `node` (dht_direct_request); nil when it did not answer within 5 s.
-    public func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+    public func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
         try await getPeers(infohash: infohash, from: node, timeout: .seconds(5))
     }
 
-    public func getPeers(infohash: [UInt8], from node: PeerEndpoint, timeout: Duration) async throws -> DHTResponse? {
-        let replies = try await dhtGetPeers(infoHash: try Self.hex(infohash), nodes: [TorrentEngine::PeerEndpoint(node)],
+    public func getPeers(infohash: [UInt8], from node: IPEndpoint, timeout: Duration) async throws -> DHTResponse? {
+        let replies = try await dhtGetPeers(infoHash: try Self.hex(infohash), nodes: [PeerEndpoint(node)],
                                             maxNodes: 1, timeout: timeout)
         return replies.lazy.compactMap(DHTResponse.init(engineReply:)).first
     }
@@ -58,14 +59,14 @@ extension TorrentEngine: DHTPeerLookup {
     }
 }
 
-extension TorrentEngine::PeerEndpoint {
+extension PeerEndpoint {
     /// The engine's endpoint for one of ours (host text: dotted IPv4 or RFC 5952 IPv6).
-    public init(_ endpoint: PeerEndpoint) { self.init(host: endpoint.address.description, port: endpoint.port) }
+    public init(_ endpoint: IPEndpoint) { self.init(host: endpoint.address.description, port: endpoint.port) }
 }
 
-extension PeerEndpoint {
+extension IPEndpoint {
     /// Ours from the engine's; nil when the host is not an IP literal (libtorrent reports addresses only).
-    public init?(_ endpoint: TorrentEngine::PeerEndpoint) {
+    public init?(_ endpoint: PeerEndpoint) {
         guard let address = IPAddress(endpoint.host) else { return nil }
         self.init(address: address, port: endpoint.port)
     }
@@ -74,10 +75,10 @@ extension PeerEndpoint {
 extension DHTResponse {
     /// A reply as the hunt sees it; nil when the node did not answer (timeouts are not replies).
     init?(engineReply r: DHTNodeReply) {
-        guard r.answered, r.nodeID.count == 20, let node = PeerEndpoint(r.node) else { return nil }
+        guard r.answered, r.nodeID.count == 20, let node = IPEndpoint(r.node) else { return nil }
         self.init(node: node, nodeID: r.nodeID,
-                  values: r.peers.compactMap(PeerEndpoint.init),
-                  nodes: r.closerNodes.compactMap { n in PeerEndpoint(n.endpoint).map { DHTNode(id: n.id, endpoint: $0) } })
+                  values: r.peers.compactMap(IPEndpoint.init),
+                  nodes: r.closerNodes.compactMap { n in IPEndpoint(n.endpoint).map { DHTNode(id: n.id, endpoint: $0) } })
     }
 }
 
@@ -94,7 +95,7 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
     public let engine: TorrentEngine
     /// Where each walk starts. The engine does not expose its routing table, so the daemon passes
     /// the nodes it configured (or a snapshot of live ones).
-    public let bootstrap: [PeerEndpoint]
+    public let bootstrap: [IPEndpoint]
     /// How long one direct query may take.
     public var queryTimeout: Duration
     public var maxQueries: Int
@@ -106,7 +107,7 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
     /// Blocked means: in the service's enforced union right now (static lists and unexpired spies),
     /// re-read for every query, so a spy recorded meanwhile is avoided from then on. A failing store
     /// counts as blocked: better to skip a node than to leak a hash to a spy.
-    public init(engine: TorrentEngine, bootstrap: [PeerEndpoint], service: BlocklistService,
+    public init(engine: TorrentEngine, bootstrap: [IPEndpoint], service: BlocklistService,
                 protecting realInfohash: [UInt8]? = nil, queryTimeout: Duration = .seconds(5), maxQueries: Int = 64) {
         self.init(engine: engine, bootstrap: bootstrap, protecting: realInfohash, detector: service.hunter.detector,
                   queryTimeout: queryTimeout, maxQueries: maxQueries) { address in
@@ -114,7 +115,7 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
         }
     }
 
-    public init(engine: TorrentEngine, bootstrap: [PeerEndpoint], protecting realInfohash: [UInt8]? = nil,
+    public init(engine: TorrentEngine, bootstrap: [IPEndpoint], protecting realInfohash: [UInt8]? = nil,
                 detector: SpyDetector = SpyDetector(), queryTimeout: Duration = .seconds(5), maxQueries: Int = 64,
                 isBlocked: @escaping @Sendable (IPAddress) async -> Bool) {
         self.engine = engine
@@ -126,13 +127,13 @@ public struct GuardedDHTLookup: DHTPeerLookup, DHTDirectQuerying {
         self.isBlocked = isBlocked
     }
 
-    public func startingNodes() async throws -> [PeerEndpoint] {
-        var out: [PeerEndpoint] = []
+    public func startingNodes() async throws -> [IPEndpoint] {
+        var out: [IPEndpoint] = []
         for node in bootstrap where await !isBlocked(node.address) { out.append(node) }
         return out
     }
 
-    public func getPeers(infohash: [UInt8], from node: PeerEndpoint) async throws -> DHTResponse? {
+    public func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
         guard await !isBlocked(node.address) else { return nil }
         if let protected, infohash == protected, caught.contains(node.address) { return nil }
         guard var reply = try await engine.getPeers(infohash: infohash, from: node, timeout: queryTimeout) else { return nil }
@@ -167,7 +168,7 @@ extension BlocklistService {
     /// `bootstrap`, never querying blocked nodes and never sending the real hash to a node the fake
     /// walk convicted. Detections are recorded and pushed to every attached engine before this
     /// returns, so the fetch that follows already refuses them.
-    public func hunt(infohash: [UInt8], through engine: TorrentEngine, bootstrap: [PeerEndpoint]) async throws -> HuntResult {
+    public func hunt(infohash: [UInt8], through engine: TorrentEngine, bootstrap: [IPEndpoint]) async throws -> HuntResult {
         try await hunt(infohash: infohash,
                        lookup: GuardedDHTLookup(engine: engine, bootstrap: bootstrap, service: self, protecting: infohash))
     }
@@ -183,15 +184,16 @@ extension BlocklistService {
     /// misbehaviour tracker, which may record (and so block) the peer.
     ///
     /// The engine's `peerEvents` has one consumer, and this is it: pass `forward` to see the
-    /// events too. `infohash` maps a torrent to its info-hash (the engine's events name the
-    /// torrent only); torrents it does not know are not tracked for misbehaviour.
+    /// events too. Events are attributed to the info-hash they carry; `infohash` is asked only for
+    /// events without one (the torrent had already left the session). Events attributable to no
+    /// torrent are not tracked for misbehaviour.
     ///
     /// The engine should have its own DHT off (`dhtEnabled = false`) and get peers from
     /// `hunt(infohash:lookup:)` run on a second, torrent-less engine: libtorrent 2.0.8 does not
     /// filter DHT traffic, so a magnet's own get_peers would ask blocked nodes too.
     public func attach(_ engine: TorrentEngine,
                        infohash: @escaping @Sendable (TorrentID) async -> [UInt8]? = { _ in nil },
-                       forward: (@Sendable (TorrentEngine::PeerEvent) async -> Void)? = nil) async throws -> Task<Void, Never> {
+                       forward: (@Sendable (PeerEvent) async -> Void)? = nil) async throws -> Task<Void, Never> {
         try await register(engine)
         let logger = Logger(label: "peersm.blocklists.engine")
         return Task { [weak self] in
@@ -204,22 +206,39 @@ extension BlocklistService {
         }
     }
 
-    private func handle(_ event: TorrentEngine::PeerEvent, infohash: @Sendable (TorrentID) async -> [UInt8]?,
+    /// 40 hex digits → 20 bytes; nil for anything else (a v2-only hash is not tracked).
+    static func infohashBytes(_ hex: String) -> [UInt8]? {
+        let chars = Array(hex.utf8)
+        guard chars.count == 40 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(20)
+        for i in stride(from: 0, to: 40, by: 2) {
+            guard let b = UInt8(String(decoding: chars[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+            out.append(b)
+        }
+        return out
+    }
+
+    private func handle(_ event: PeerEvent, infohash: @Sendable (TorrentID) async -> [UInt8]?,
                         logger: Logger) async {
-        let kind: PeerEvent
+        let kind: PeerMisbehaviour
         switch event.kind {
         case .blocked:
             guard let address = IPAddress(event.address) else { return }
             peerBlocked(address, reason: event.detail.isEmpty ? "ip_filter" : event.detail)
             return
         case .requestTimeout: kind = .requestTimeout
-        // badPiece without an address is the torrent-level hash failure; smart_ban names the sender.
-        case .badPiece: kind = .hashFailure
+        // badPiece without an address is the torrent-level hash failure (nobody to blame); with one,
+        // it is libtorrent's peer_ban_alert: bad data pinned on that peer.
+        case .badPiece: kind = .bannedForBadData
         default: return
         }
-        guard let address = IPAddress(event.address), let torrent = event.torrent, let hash = await infohash(torrent) else { return }
+        guard let address = IPAddress(event.address) else { return }
+        var hash = event.infoHash.flatMap(Self.infohashBytes)
+        if hash == nil, let torrent = event.torrent { hash = await infohash(torrent) }
+        guard let hash else { return }
         do {
-            try await peerEvent(kind, from: PeerEndpoint(address: address, port: event.port), infohash: hash)
+            try await peerEvent(kind, from: IPEndpoint(address: address, port: event.port), infohash: hash)
         } catch {
             logger.error("could not record a peer event", metadata: ["event": "\(event)", "error": "\(error)"])
         }

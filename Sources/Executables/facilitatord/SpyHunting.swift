@@ -1,0 +1,120 @@
+import Blocklists
+import Foundation
+import Logging
+import TOMLKit
+import TorrentEngine
+
+/// `[blocklists] hunt…` settings: the spy hunt that finds peers before each fetch.
+struct HuntSettings {
+    /// Off by default: hunting talks to the DHT (UDP to the bootstrap nodes and whoever they name),
+    /// and a default config must not send a packet beyond loopback. Turn it on, rather than
+    /// torrent.dht, whenever the facilitator should find peers on the DHT.
+    var enabled = false
+    /// Where each hunt's walk starts ("host:port"; names resolved at each hunt). Required when enabled.
+    var bootstrapNodes: [String] = []
+    /// The hunt engine's DHT socket. Loopback by default; a public DHT needs e.g. "0.0.0.0:0".
+    var listen = "127.0.0.1:0"
+    var timeout: Duration = .seconds(20)
+    var reuse: Duration = .seconds(120)
+
+    /// The keys as `--print-config` shows them (inside [blocklists]).
+    var summary: String {
+        """
+        hunt = \(enabled)
+        hunt_bootstrap_nodes = [\(bootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
+        hunt_listen = "\(listen)"
+        hunt_timeout_seconds = \(timeout.components.seconds)
+        hunt_reuse_seconds = \(reuse.components.seconds)
+        """
+    }
+
+    /// The second engine's settings: DHT on (read-only, BEP 43, as every engine of ours), no
+    /// torrents ever, no incoming connections, and no bootstrap of its own: libtorrent's routing
+    /// table maintenance is not filtered by the blocklist (2.0.8), so the only DHT queries this
+    /// node sends are the hunt's own, each checked against the blocklist first.
+    func engineSettings(dataDirectory: URL) -> TorrentEngineSettings {
+        var s = TorrentEngineSettings()
+        s.listenInterfaces = listen
+        s.dhtEnabled = true
+        s.dhtBootstrapNodes = []
+        s.acceptIncoming = false
+        s.enableUTP = false
+        s.useTrackers = false
+        s.maxConcurrentTorrents = 1
+        s.memoryBudget = 4 << 20
+        s.dataDirectory = dataDirectory.appendingPathComponent("hunt").path
+        return s
+    }
+}
+
+/// The running hunt: its engine, its link to the blocklists, and the discovery handed to
+/// `TorrentContentSource(peerDiscovery:)`.
+struct SpyHunting {
+    let engine: TorrentEngine
+    let discovery: SpyHuntDiscovery
+    private let link: Task<Void, Never>
+
+    static func start(_ settings: HuntSettings, blocklists: BlocklistService, dataDirectory: URL) async throws -> SpyHunting {
+        let engine = try TorrentEngine(settings: settings.engineSettings(dataDirectory: dataDirectory),
+                                       logger: Logger(label: "peersm.torrent.hunt"))
+        // Its ip_filter holds the union too: libtorrent 2.0.11+ applies it to DHT traffic as well
+        // (2.0.8 does not; GuardedDHTLookup checks every query itself).
+        let link: Task<Void, Never>
+        do { link = try await blocklists.attach(engine) } catch {
+            await engine.shutdown()
+            throw error
+        }
+        var config = SpyHuntDiscovery.Configuration()
+        config.timeout = settings.timeout
+        config.reuseWindow = settings.reuse
+        // 2 s per node: a walk waits for the slowest of each round of 3 queries, so a long per-query
+        // timeout would let a few dead nodes eat the whole hunt budget.
+        let discovery = SpyHuntDiscovery(service: blocklists, engine: engine, bootstrap: settings.bootstrapNodes,
+                                         configuration: config, queryTimeout: .seconds(2))
+        return SpyHunting(engine: engine, discovery: discovery, link: link)
+    }
+
+    var peerDiscovery: @Sendable ([UInt8]) async -> [PeerEndpoint] {
+        { [discovery] in await discovery.peers(for: $0) }
+    }
+
+    func shutdown() async {
+        link.cancel()
+        await engine.shutdown()
+    }
+}
+
+extension DaemonConfig {
+    /// Reads the hunt keys of [blocklists] and checks them against [facilitator] and [torrent]
+    /// (read before [blocklists]).
+    mutating func applyHunt(_ b: TOMLTable, _ r: inout Reader) throws {
+        if let v = try r.bool(b, "hunt") { hunt.enabled = v }
+        if let v = try r.strings(b, "hunt_bootstrap_nodes") {
+            for node in v where DHTBootstrap.split(node) == nil {
+                throw r.fail("blocklists.hunt_bootstrap_nodes", "an array of \"host:port\" (found \"\(node)\")")
+            }
+            hunt.bootstrapNodes = v
+        }
+        if let v = try r.string(b, "hunt_listen") {
+            guard let colon = v.lastIndex(of: ":"), colon != v.startIndex, UInt16(v[v.index(after: colon)...]) != nil else {
+                throw r.fail("blocklists.hunt_listen", "\"address:port\" (port 0: any free port)")
+            }
+            hunt.listen = v
+        }
+        if let v = try r.int(b, "hunt_timeout_seconds", 1...600) { hunt.timeout = .seconds(v) }
+        if let v = try r.int(b, "hunt_reuse_seconds", 0...86_400) { hunt.reuse = .seconds(v) }
+        guard hunt.enabled else { return }
+        if torrent.dhtEnabled {
+            throw Failure(description: "\(r.path): torrent.dht = true cannot be combined with blocklists.hunt = true: "
+                + "libtorrent's own DHT lookups are not filtered by the blocklist and would send the real info-hash "
+                + "to spies. Set torrent.dht = false (the hunt finds the peers) or blocklists.hunt = false.")
+        }
+        if hunt.bootstrapNodes.isEmpty {
+            throw r.fail("blocklists.hunt_bootstrap_nodes", "non-empty when blocklists.hunt = true (where the hunt's DHT walk starts)")
+        }
+        if hunt.timeout >= facilitator.resolveTimeout {
+            throw r.fail("blocklists.hunt_timeout_seconds",
+                         "below facilitator.resolve_timeout_seconds (\(facilitator.resolveTimeout.components.seconds)): the hunt runs inside a query's resolution")
+        }
+    }
+}
