@@ -5,13 +5,7 @@ import Testing
 
 /// Runs the built `facilitatord` binary (it sits beside the test bundle in .build/<config>/).
 struct CLI {
-    static var binary: String? {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        if dir.lastPathComponent == "MacOS" { dir = dir.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
-        let candidate = dir.appendingPathComponent("facilitatord").path
-        return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
-    }
+    static var binary: String? { builtExecutable("facilitatord") }
 
     struct Result { var status: Int32; var out: String; var err: String }
 

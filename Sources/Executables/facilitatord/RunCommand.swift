@@ -98,14 +98,19 @@ public struct RunCommand: AsyncParsableCommand {
         // The spy hunt runs on its own DHT-only engine before each query (the fetching engine's
         // DHT stays off); it is up before the relay takes a circuit.
         var hunting: SpyHunting?
+        // A start-up step failed after the engines were up: stop them before reporting.
+        func abandon(_ message: String) async -> CleanError {
+            maintenance.cancel()
+            engineFilter.cancel()
+            await hunting?.shutdown()
+            await engine.shutdown()
+            return CleanError(message)
+        }
         if settings.hunt.enabled {
             do {
                 hunting = try await SpyHunting.start(settings.hunt, blocklists: blocklists, dataDirectory: dataDirectory)
             } catch {
-                maintenance.cancel()
-                engineFilter.cancel()
-                await engine.shutdown()
-                throw CleanError("cannot start the spy hunt's DHT engine: \(error)")
+                throw await abandon("cannot start the spy hunt's DHT engine: \(error)")
             }
             logger.info("spy hunting on", metadata: ["bootstrap": "\(settings.hunt.bootstrapNodes.joined(separator: ","))"])
         }
@@ -119,10 +124,7 @@ public struct RunCommand: AsyncParsableCommand {
                                                           refresh: { await gauges.update(from: engine) },
                                                           group: group, logger: logger)
             } catch {
-                maintenance.cancel()
-                engineFilter.cancel()
-                await engine.shutdown()
-                throw CleanError("cannot serve metrics on \(host):\(port): \(error) (set [metrics] listen to another address, or \"\" to turn it off)")
+                throw await abandon("cannot serve metrics on \(host):\(port): \(error) (set [metrics] listen to another address, or \"\" to turn it off)")
             }
         }
         let bridge = FacilitatorRelayBridge()
@@ -176,7 +178,8 @@ public struct RunCommand: AsyncParsableCommand {
 
 /// Logs each filter the engine receives: at start (registration pushes the current union) and on
 /// every change (imports by the CLI, new or expired spies), so an operator sees what is enforced.
-private final class FilterLog: IPFilterSink {
+private final class FilterLog: IPFilterSink, @unchecked Sendable {
+    // @unchecked: `last` is only touched under `lock`.
     let logger: Logger
     let database: String
     private let lock = NSLock()
