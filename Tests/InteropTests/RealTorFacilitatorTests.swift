@@ -80,8 +80,9 @@ struct RealTorFacilitatorTests {
         let resumedFrom = Recorded<UInt32>()
         let result: FetchResult
         do {
-            // Queries of 4096 chunks (~2 MB) so the kill lands inside a query, not between two.
-            result = try await env.requester { $0.chunksPerQuery = 4096 }.fetch(try env.magnet, to: out) { p in
+            // One data query covers the whole file (default chunksPerQuery), so the kill lands inside
+            // it and the resume is a query from the first unverified chunk on the new circuit.
+            result = try await env.requester().fetch(try env.magnet, to: out) { p in
                 switch p.stage {
                 case .transferring where p.verifiedBytes > 1024 * 1024 && killed.fire():
                     // A crash, not a clean shutdown: tor gets no chance to send DESTROY itself.
