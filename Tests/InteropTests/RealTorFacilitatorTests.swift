@@ -68,11 +68,12 @@ struct RealTorFacilitatorTests {
         #expect(engineStats.payloadUploaded == 0)
     }
 
-    @Test("RealTor facilitator: tor middle killed mid-transfer, requester resumes through another tor middle, byte-exact",
+    @Test("RealTor facilitator: by bare infohash; tor middle killed mid-transfer, requester resumes through another tor middle, byte-exact",
           .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(3)))
     func torMiddleKilledMidTransferResumes() async throws {
         let size = 10 * 1024 * 1024 + 77
-        let env = try await RealTorFacilitatorEnvironment.start(size: size, seed: 0x7032)
+        // A bare infohash names no peer: the facilitator is configured with the seeder as a known peer.
+        let env = try await RealTorFacilitatorEnvironment.start(size: size, seed: 0x7032, seederIsKnownPeer: true)
         let (first, second) = (env.tor.middleRelays[0], env.tor.middleRelays[1])
         let secondBefore = try TorControl.traffic(port: try #require(second.controlPort))
         let out = env.scratch.url.appendingPathComponent("fetched.bin")
@@ -82,7 +83,7 @@ struct RealTorFacilitatorTests {
         do {
             // One data query covers the whole file (default chunksPerQuery), so the kill lands inside
             // it and the resume is a query from the first unverified chunk on the new circuit.
-            result = try await env.requester().fetch(try env.magnet, to: out) { p in
+            result = try await env.requester().fetch(try env.infohash, to: out) { p in
                 switch p.stage {
                 case .transferring where p.verifiedBytes > 1024 * 1024 && killed.fire():
                     // A crash, not a clean shutdown: tor gets no chance to send DESTROY itself.
@@ -135,7 +136,9 @@ final class RealTorFacilitatorEnvironment: @unchecked Sendable {
     let facilitator: OnionRelayServer
     let group: MultiThreadedEventLoopGroup
 
-    static func start(size: Int, seed: UInt64) async throws -> RealTorFacilitatorEnvironment {
+    /// `seederIsKnownPeer`: the facilitator's content source offers the seeder as a peer for every
+    /// torrent (so a bare infohash resolves without DHT or tracker).
+    static func start(size: Int, seed: UInt64, seederIsKnownPeer: Bool = false) async throws -> RealTorFacilitatorEnvironment {
         let scratch = try TemporaryDirectory("realtor-facilitator")
         // tor's relays start in a few seconds; the seeder meanwhile.
         async let torNetwork = TorTestNetwork.start(authorities: 0, relays: 2, exits: 0, client: false)
@@ -154,7 +157,9 @@ final class RealTorFacilitatorEnvironment: @unchecked Sendable {
             var config = FacilitatorConfiguration()
             config.resolveTimeout = .seconds(30)
             let bridge = FacilitatorRelayBridge()
-            let service = FacilitatorService(source: TorrentContentSource(engine: engine), signingKey: Curve25519.Signing.PrivateKey(),
+            let known = seederIsKnownPeer ? [PeerEndpoint(host: seeder.host, port: seeder.port)] : []
+            let service = FacilitatorService(source: TorrentContentSource(engine: engine, extraPeers: known),
+                                             signingKey: Curve25519.Signing.PrivateKey(),
                                              transport: bridge, configuration: config)
             bridge.attach(service)
             let facilitator = try await OnionRelayServer.start(
@@ -191,6 +196,15 @@ final class RealTorFacilitatorEnvironment: @unchecked Sendable {
 
     /// The fixture's magnet link with the seeder as its `x.pe` peer (BEP 9): no tracker, no DHT.
     var magnet: HashName { get throws { try HashName(magnet: "\(fixture.magnet)&x.pe=\(seeder.host):\(seeder.port)") } }
+
+    /// The fixture's bare 20-byte infohash.
+    var infohash: HashName {
+        get throws {
+            let hex = Array(fixture.infoHash.utf8)
+            let bytes = stride(from: 0, to: hex.count, by: 2).compactMap { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16) }
+            return try HashName(infohash: bytes)
+        }
+    }
 
     /// A requester whose circuits are our guard → C tor middle → our facilitator, taking the tor
     /// middles in turn (circuit n uses middle n mod 2), so a rebuilt circuit avoids the previous tor.
