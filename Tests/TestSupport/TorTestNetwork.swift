@@ -181,7 +181,9 @@ func runToCompletion(_ executable: String, _ arguments: [String], output: URL) a
     process.standardInput = FileHandle.nullDevice
     return try await withCheckedThrowingContinuation { continuation in
         process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-        do { try process.run() } catch {
+        // Unblocked SIGTERM for the script and the tors it daemonizes: tor inherits the runner
+        // thread's blocked mask otherwise, ignores `stop`'s SIGTERM and is SIGKILLed after 5 s.
+        do { try ChildProcess.withDefaultSignalMask { try process.run() } } catch {
             process.terminationHandler = nil
             continuation.resume(throwing: error)
         }
