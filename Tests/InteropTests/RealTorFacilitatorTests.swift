@@ -10,9 +10,6 @@ import TestSupport
 import Testing
 import TorCrypto
 import TorrentEngine
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The product path with a real C tor relay in the middle: a third-party BitTorrent seeder (aria2c)
 /// → our facilitator (our relay whose exit hop is the FacilitatorService on a free-rider torrent
@@ -79,6 +76,7 @@ struct RealTorFacilitatorTests {
         let out = env.scratch.url.appendingPathComponent("fetched.bin")
         let killed = FireOnce()
         let resumedFrom = Recorded<UInt32>()
+        let crashed = Recorded<Bool>()
         let result: FetchResult
         do {
             // One data query covers the whole file (default chunksPerQuery), so the kill lands inside
@@ -87,7 +85,7 @@ struct RealTorFacilitatorTests {
                 switch p.stage {
                 case .transferring where p.verifiedBytes > 1024 * 1024 && killed.fire():
                     // A crash, not a clean shutdown: tor gets no chance to send DESTROY itself.
-                    kill(first.pid, SIGKILL)
+                    crashed.set(env.tor.crash(first))
                 case .resumed(let chunk):
                     resumedFrom.set(chunk)
                 default:
@@ -105,7 +103,8 @@ struct RealTorFacilitatorTests {
         await env.stop()
 
         let fetched = try Data(contentsOf: out)
-        #expect(killed.fired)
+        #expect(killed.fired && crashed.value == true)
+        #expect(!env.tor.isRunning(first))
         #expect(fetched.count == size)
         #expect(sha256Hex(fetched) == sha256Hex(try env.fixture.contents(ofFile: 0)))
         #expect(result.circuitsBuilt == 2)

@@ -148,11 +148,19 @@ public final class TorTestNetwork: @unchecked Sendable {
     }
 
     /// True while any of the network's tor processes still runs this network's torrc.
-    public var anyProcessRunning: Bool {
-        nodes.contains { node in
-            guard let argv = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(node.pid)/cmdline")) else { return false }
-            return argv.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == node.torrc.path }
-        }
+    public var anyProcessRunning: Bool { nodes.contains(where: isRunning) }
+
+    /// True while `node`'s pid still runs its torrc (not a reused pid).
+    public func isRunning(_ node: TorNode) -> Bool {
+        guard let argv = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(node.pid)/cmdline")) else { return false }
+        return argv.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == node.torrc.path }
+    }
+
+    /// SIGKILLs one tor, as a crash would (no DESTROY, no clean TLS close); false if it was not running.
+    @discardableResult
+    public func crash(_ node: TorNode) -> Bool {
+        guard isRunning(node) else { return false }
+        return kill(node.pid, SIGKILL) == 0
     }
 
     deinit { stop() }
