@@ -24,22 +24,23 @@ struct RealTorFacilitatorTests {
         let size = 6 * 1024 * 1024 + 333
         let env = try await RealTorFacilitatorEnvironment.start(size: size, seed: 0x7031)
         let middle = env.tor.middleRelays[0]
-        let before = try TorControl.traffic(port: try #require(middle.controlPort))
         let out = env.scratch.url.appendingPathComponent("fetched.bin")
         let words = WordList()
-        let result: FetchResult
+        let result: FetchResult, before: TorTraffic, after: TorTraffic
+        let facilitatorLinks: Set<RSAIdentity>, guardLinks: Set<RSAIdentity>, engineStats: SessionStats
         do {
+            before = try TorControl.traffic(port: try #require(middle.controlPort))
             result = try await env.requester().fetch(try env.magnet, to: out) { p in
                 if case .facilitator(let word) = p.stage { words.add(word) }
             }
+            after = try TorControl.traffic(port: try #require(middle.controlPort))
+            facilitatorLinks = try await env.facilitator.linkedRelayIdentities()
+            guardLinks = try await env.guardRelay.linkedRelayIdentities()
+            engineStats = try await env.engine.sessionStats()
         } catch {
             await env.stop()
             throw error
         }
-        let after = try TorControl.traffic(port: try #require(middle.controlPort))
-        let facilitatorLinks = try await env.facilitator.linkedRelayIdentities()
-        let guardLinks = try await env.guardRelay.linkedRelayIdentities()
-        let engineStats = try await env.engine.sessionStats()
         await env.stop()
 
         print("RealTor facilitator: \(size) bytes in \(String(format: "%.2f", seconds(result.elapsed))) s "
@@ -72,13 +73,14 @@ struct RealTorFacilitatorTests {
         // A bare infohash names no peer: the facilitator is configured with the seeder as a known peer.
         let env = try await RealTorFacilitatorEnvironment.start(size: size, seed: 0x7032, seederIsKnownPeer: true)
         let (first, second) = (env.tor.middleRelays[0], env.tor.middleRelays[1])
-        let secondBefore = try TorControl.traffic(port: try #require(second.controlPort))
         let out = env.scratch.url.appendingPathComponent("fetched.bin")
         let killed = FireOnce()
         let resumedFrom = Recorded<UInt32>()
         let crashed = Recorded<Bool>()
-        let result: FetchResult
+        let result: FetchResult, secondBefore: TorTraffic, secondAfter: TorTraffic
+        let facilitatorLinks: Set<RSAIdentity>, activeStreams: Int
         do {
+            secondBefore = try TorControl.traffic(port: try #require(second.controlPort))
             // One data query covers the whole file (default chunksPerQuery), so the kill lands inside
             // it and the resume is a query from the first unverified chunk on the new circuit.
             result = try await env.requester().fetch(try env.infohash, to: out) { p in
@@ -92,14 +94,15 @@ struct RealTorFacilitatorTests {
                     break
                 }
             }
+            secondAfter = try TorControl.traffic(port: try #require(second.controlPort))
+            facilitatorLinks = try await env.facilitator.linkedRelayIdentities()
+            // The killed query's work was stopped when its circuit died (no stream left behind).
+            try await Task.sleep(for: .milliseconds(200))
+            activeStreams = await env.service.activeStreams
         } catch {
             await env.stop()
             throw error
         }
-        let secondAfter = try TorControl.traffic(port: try #require(second.controlPort))
-        let facilitatorLinks = try await env.facilitator.linkedRelayIdentities()
-        try await Task.sleep(for: .milliseconds(200))
-        let activeStreams = await env.service.activeStreams
         await env.stop()
 
         let fetched = try Data(contentsOf: out)

@@ -17,6 +17,16 @@ public enum TorControlError: Error, CustomStringConvertible {
     }
 }
 
+/// A tor's byte counters (`GETINFO traffic/read traffic/written`).
+public struct TorTraffic: Sendable, Equatable {
+    public var read: UInt64
+    public var written: UInt64
+    public init(read: UInt64, written: UInt64) {
+        self.read = read
+        self.written = written
+    }
+}
+
 /// The few control-port questions tests ask a tor of a `TorTestNetwork` (control-spec.txt): one
 /// connection per call, `AUTHENTICATE` with no secret (the harness sets `CookieAuthentication 0`
 /// and no password), then `GETINFO`. Loopback only, answers in milliseconds: plain blocking
@@ -44,12 +54,12 @@ public enum TorControl {
 
     /// Bytes the tor has read and written on all its connections (`traffic/read`, `traffic/written`).
     /// Loopback connections count because `TestingTorNetwork 1` sets `CountPrivateBandwidth 1`.
-    public static func traffic(port: UInt16) throws -> (read: UInt64, written: UInt64) {
+    public static func traffic(port: UInt16) throws -> TorTraffic {
         let info = try getInfo(port: port, ["traffic/read", "traffic/written"])
         guard let read = info["traffic/read"].flatMap(UInt64.init), let written = info["traffic/written"].flatMap(UInt64.init) else {
             throw TorControlError.io("no traffic counters in \(info)")
         }
-        return (read, written)
+        return TorTraffic(read: read, written: written)
     }
 
     private static func connect(port: UInt16, timeout: Duration) throws -> Int32 {
