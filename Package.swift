@@ -193,7 +193,14 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
-        .testTarget(name: "InteropTests", dependencies: ["OnionTransport", "OnionRouting", "TestSupport"]),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: [
+                "OnionTransport", "OnionRouting", "TestSupport",
+                // RealTorFacilitatorTests: seeder → our facilitator ← C tor middle ← requester.
+                "Facilitator", "Requester", "TorrentEngine", "PeersmProtocol", "TorCrypto",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
     ],
     swiftLanguageModes: [.v5]
 )

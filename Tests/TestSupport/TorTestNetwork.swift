@@ -148,11 +148,19 @@ public final class TorTestNetwork: @unchecked Sendable {
     }
 
     /// True while any of the network's tor processes still runs this network's torrc.
-    public var anyProcessRunning: Bool {
-        nodes.contains { node in
-            guard let argv = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(node.pid)/cmdline")) else { return false }
-            return argv.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == node.torrc.path }
-        }
+    public var anyProcessRunning: Bool { nodes.contains(where: isRunning) }
+
+    /// True while `node`'s pid still runs its torrc (not a reused pid).
+    public func isRunning(_ node: TorNode) -> Bool {
+        guard let argv = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(node.pid)/cmdline")) else { return false }
+        return argv.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == node.torrc.path }
+    }
+
+    /// SIGKILLs one tor, as a crash would (no DESTROY, no clean TLS close); false if it was not running.
+    @discardableResult
+    public func crash(_ node: TorNode) -> Bool {
+        guard isRunning(node) else { return false }
+        return kill(node.pid, SIGKILL) == 0
     }
 
     deinit { stop() }
@@ -181,7 +189,9 @@ func runToCompletion(_ executable: String, _ arguments: [String], output: URL) a
     process.standardInput = FileHandle.nullDevice
     return try await withCheckedThrowingContinuation { continuation in
         process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-        do { try process.run() } catch {
+        // Unblocked SIGTERM for the script and the tors it daemonizes: tor inherits the runner
+        // thread's blocked mask otherwise, ignores `stop`'s SIGTERM and is SIGKILLed after 5 s.
+        do { try ChildProcess.withDefaultSignalMask { try process.run() } } catch {
             process.terminationHandler = nil
             continuation.resume(throwing: error)
         }
