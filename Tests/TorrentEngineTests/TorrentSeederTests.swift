@@ -142,7 +142,7 @@ struct TorrentFreeRiderTests {
 
         // The leecher must have seen us and wanted our pieces, or the 0 below would prove nothing.
         let ourPort = UInt16(await engine.listenPort)
-        let sawUs = try await eventually(.seconds(20)) {
+        let sawUs = await eventually(.seconds(20)) {
             let r = try? leecher.report()
             return r?.peers.contains { $0.weInterested && $0.piecesTheyHave == fixture.pieceCount } ?? false
         }

@@ -6,6 +6,7 @@ import Logging
 import Metrics
 import NIOPosix
 import Prometheus
+import ServiceLifecycle
 import OnionTransport
 import TOMLKit
 import TorCrypto
@@ -137,7 +138,15 @@ public struct RunCommand: AsyncParsableCommand {
         let relayConfig = OnionRelayServerConfiguration(
             keys: relayKeys, host: settings.relayHost, port: settings.relayPort,
             allowNonLoopbackBind: settings.relayPublic, extendAllowPrivateAddresses: settings.extendToPrivateAddresses)
-        let server = try await OnionRelayServer.start(relayConfig, on: group.next(), logger: Logger(label: "peersm.relay"))
+        let server: OnionRelayServer
+        do {
+            server = try await OnionRelayServer.start(relayConfig, on: group.next(), logger: Logger(label: "peersm.relay"))
+        } catch {
+            await metrics?.shutdown()
+            await service.shutdown()
+            bridge.finish()
+            throw await abandon("cannot start the relay on \(settings.relayHost):\(settings.relayPort): \(error)")
+        }
         bridge.attach(server)
         let d = server.descriptor
         let ed = d.ed25519Identity.map { Data($0.bytes).base64EncodedString() } ?? "-"
@@ -149,30 +158,36 @@ public struct RunCommand: AsyncParsableCommand {
         }
         fflush(stdout)
 
-        await waitForTermination()
-        logger.info("shutting down")
-        maintenance.cancel()
-        engineFilter.cancel()
-        await metrics?.shutdown()
-        await service.shutdown()
-        bridge.finish()
-        await server.shutdown()
-        await hunting?.shutdown()
-        await engine.shutdown()
-        try? await group.shutdownGracefully()
-    }
-
-    private func waitForTermination() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let once = ResumeOnce(continuation)
-            for sig in [SIGINT, SIGTERM] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { once.resume() }
-                source.resume()
-                ResumeOnce.keep(source)
-            }
+        // swift-service-lifecycle owns the signals; the parts stop in dependency order (the front door
+        // first, the engines last) once SIGTERM or SIGINT arrives.
+        let daemon = DaemonLifetime { [metrics, hunting, logger] in
+            logger.info("shutting down")
+            maintenance.cancel()
+            engineFilter.cancel()
+            await metrics?.shutdown()
+            await service.shutdown()
+            bridge.finish()
+            await server.shutdown()
+            await hunting?.shutdown()
+            await engine.shutdown()
+            try? await group.shutdownGracefully()
         }
+        var lifecycleLogger = logger
+        lifecycleLogger.logLevel = max(logger.logLevel, .notice)
+        let serviceGroup = ServiceGroup(configuration: .init(services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                             logger: lifecycleLogger))
+        try await serviceGroup.run()
+    }
+}
+
+/// The running daemon as one `Service`: it waits for the group's graceful shutdown, then runs the
+/// ordered teardown.
+private struct DaemonLifetime: Service {
+    let teardown: @Sendable () async -> Void
+    init(teardown: @escaping @Sendable () async -> Void) { self.teardown = teardown }
+    func run() async throws {
+        try? await gracefulShutdown()
+        await teardown()
     }
 }
 
@@ -195,26 +210,6 @@ private final class FilterLog: IPFilterSink, @unchecked Sendable {
         } else {
             logger.info("blocklists enforced", metadata: ["ranges": "\(ranges.count)", "database": "\(database)"])
         }
-    }
-}
-
-private final class ResumeOnce: @unchecked Sendable {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
-    private let lock = NSLock()
-    private var continuation: CheckedContinuation<Void, Never>?
-    init(_ c: CheckedContinuation<Void, Never>) { continuation = c }
-    func resume() {
-        lock.lock()
-        let c = continuation
-        continuation = nil
-        lock.unlock()
-        c?.resume()
-    }
-    static func keep(_ s: DispatchSourceSignal) {
-        lock.lock()
-        sources.append(s)
-        lock.unlock()
     }
 }
 
