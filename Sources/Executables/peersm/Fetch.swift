@@ -42,6 +42,10 @@ struct Fetch: AsyncParsableCommand {
     @Option(help: "New circuits to build after losing one before giving up.")
     var rebuilds = 5
 
+    @Option(help: ArgumentHelp("Seconds a query may go without file info, data or DB_END before its circuit is dropped and rebuilt.",
+                               discussion: "Keep it above the facilitator's resolve and stall timeouts (60 s by default), which it reports itself."))
+    var idleTimeout = 150
+
     @Flag(help: "No progress bar.")
     var quiet = false
 
@@ -55,6 +59,8 @@ struct Fetch: AsyncParsableCommand {
         var options = FetchOptions()
         options.chunksPerQuery = max(1, chunksPerQuery)
         options.maxCircuitRebuilds = rebuilds
+        guard idleTimeout >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second") }
+        options.idleTimeout = .seconds(idleTimeout)
         _ = try await runFetch(Requester(circuits: provider, options: options), name, to: URL(fileURLWithPath: output), quiet: quiet)
     }
 }

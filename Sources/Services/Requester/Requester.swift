@@ -10,6 +10,11 @@ public struct FetchOptions: Sendable {
     public var maxCircuitRebuilds = 5
     /// The DB_QUERY loop counter we start with (0; the seed allows a random start below 5).
     public var counter: UInt8 = 0
+    /// How long a query may go without an answer that moves it forward (file info, DB_DATA, DB_END;
+    /// progress words do not count). Past it the circuit is dropped and the fetch resumes on a new one.
+    /// Above the facilitator's own resolve and stall timeouts (60 s by default), which it answers
+    /// with DB_END, so only a silent or wedged facilitator or path trips it.
+    public var idleTimeout: Duration = .seconds(150)
     public init() {}
 }
 
@@ -199,21 +204,28 @@ public struct Requester: Sendable {
             queries += 1
             try await stream.send(.query(.info(name, counter: requester.options.counter, nonce: .random())))
             var info: FileInfo?
-            for try await message in stream.inbound {
-                switch try await decode(message, stream) {
-                case .connected(.progress(let state)):
-                    progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
-                case .connected(.fileInfo(let fileInfo)) where info == nil:
-                    info = fileInfo
-                case .end(let end):
-                    await stream.close()
-                    guard end.reason == .finished, let info else { throw FetchError.refused(end.reason, while: "info query") }
-                    return info
-                default:
-                    try await violation("unexpected \(message.command) in the answer to an info query", stream)
+            let watchdog = IdleWatchdog(requester.options.idleTimeout) { await circuit.close() }
+            defer { watchdog.cancel() }
+            do {
+                for try await message in stream.inbound {
+                    switch try await decode(message, stream) {
+                    case .connected(.progress(let state)):
+                        progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
+                    case .connected(.fileInfo(let fileInfo)) where info == nil:
+                        watchdog.touch()
+                        info = fileInfo
+                    case .end(let end):
+                        await stream.close()
+                        guard end.reason == .finished, let info else { throw FetchError.refused(end.reason, while: "info query") }
+                        return info
+                    default:
+                        try await violation("unexpected \(message.command) in the answer to an info query", stream)
+                    }
                 }
+            } catch let lost as CircuitLost {
+                throw watchdog.explain(lost)
             }
-            throw CircuitLost("the stream closed before DB_END")
+            throw watchdog.explain(CircuitLost("the stream closed before DB_END"))
         }
 
         /// Runs one data query from `first`, resuming on new circuits; returns the chunk after the last verified one.
@@ -248,35 +260,42 @@ public struct Requester: Sendable {
             queries += 1
             var window = DBReceiveWindow()
             try await stream.send(.query(query))
-            for try await message in stream.inbound {
-                switch try await decode(message, stream) {
-                case .connected(.progress(let state)):
-                    progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
-                case .data(let data):
-                    if firstDataMessage == nil { firstDataMessage = ContinuousClock.now }
-                    do { try window.didReceive() } catch {
-                        try await violation("DB_DATA beyond the DB stream window", stream)
-                    }
-                    let block: VerifiedBlock?
-                    do { block = try verifier.receive(data) } catch let error as ChunkStreamError {
-                        try? await stream.send(.end(DBEnd(reason: .protocolViolation)))
+            let watchdog = IdleWatchdog(requester.options.idleTimeout) { await circuit.close() }
+            defer { watchdog.cancel() }
+            do {
+                for try await message in stream.inbound {
+                    switch try await decode(message, stream) {
+                    case .connected(.progress(let state)):
+                        progress(FetchProgress(stage: .facilitator(state.rawValue), verifiedBytes: 0, totalBytes: 0))
+                    case .data(let data):
+                        watchdog.touch()
+                        if firstDataMessage == nil { firstDataMessage = ContinuousClock.now }
+                        do { try window.didReceive() } catch {
+                            try await violation("DB_DATA beyond the DB stream window", stream)
+                        }
+                        let block: VerifiedBlock?
+                        do { block = try verifier.receive(data) } catch let error as ChunkStreamError {
+                            try? await stream.send(.end(DBEnd(reason: .protocolViolation)))
+                            await stream.close()
+                            throw FetchError.verificationFailed(error)
+                        }
+                        guard let block else { continue }
+                        try write(block)
+                        let sendmes = window.didConsume(verifier.plan.messageCount(ofBlock: block.block))
+                        for _ in 0..<sendmes { try await stream.send(.sendme(DBSendme())) }
+                    case .end(let end):
                         await stream.close()
-                        throw FetchError.verificationFailed(error)
+                        guard end.reason == .finished else { throw FetchError.refused(end.reason, while: "data query") }
+                        do { try verifier.finish() } catch let error as ChunkStreamError { throw FetchError.verificationFailed(error) }
+                        return
+                    default:
+                        try await violation("unexpected \(message.command) in the answer to a data query", stream)
                     }
-                    guard let block else { continue }
-                    try write(block)
-                    let sendmes = window.didConsume(verifier.plan.messageCount(ofBlock: block.block))
-                    for _ in 0..<sendmes { try await stream.send(.sendme(DBSendme())) }
-                case .end(let end):
-                    await stream.close()
-                    guard end.reason == .finished else { throw FetchError.refused(end.reason, while: "data query") }
-                    do { try verifier.finish() } catch let error as ChunkStreamError { throw FetchError.verificationFailed(error) }
-                    return
-                default:
-                    try await violation("unexpected \(message.command) in the answer to a data query", stream)
                 }
+            } catch let lost as CircuitLost {
+                throw watchdog.explain(lost)
             }
-            throw CircuitLost("the stream closed before DB_END")
+            throw watchdog.explain(CircuitLost("the stream closed before DB_END"))
         }
 
         private func decode(_ message: DBInbound, _ stream: DBStreamChannel) async throws -> PeersmMessage {
@@ -292,5 +311,43 @@ public struct Requester: Sendable {
             await stream.close()
             throw FetchError.protocolViolation(why)
         }
+    }
+}
+
+/// Drops a query's circuit when the facilitator has said nothing useful for `timeout`, so a silent
+/// facilitator or a wedged path reads as a lost circuit (resumed on a new one, within the rebuild
+/// budget) instead of a fetch that waits forever.
+final class IdleWatchdog: @unchecked Sendable {
+    // @unchecked: `last` and `fired` are only touched under `lock`.
+    private let lock = NSLock()
+    private let timeout: Duration
+    private var last = ContinuousClock.now
+    private var fired = false
+    private var task: Task<Void, Never>?
+
+    init(_ timeout: Duration, onIdle: @escaping @Sendable () async -> Void) {
+        self.timeout = timeout
+        task = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let deadline = self?.deadline() else { return }
+                if ContinuousClock.now >= deadline {
+                    self?.lock.withLock { self?.fired = true }
+                    await onIdle()
+                    return
+                }
+                try? await Task.sleep(until: deadline, clock: .continuous)
+            }
+        }
+    }
+
+    private func deadline() -> ContinuousClock.Instant { lock.withLock { last } + timeout }
+
+    func touch() { lock.withLock { last = .now } }
+
+    func cancel() { task?.cancel() }
+
+    /// The loss as the user should read it: ours, if the watchdog closed the circuit.
+    func explain(_ lost: CircuitLost) -> CircuitLost {
+        lock.withLock { fired } ? CircuitLost("no answer from the facilitator for \(timeout)") : lost
     }
 }
