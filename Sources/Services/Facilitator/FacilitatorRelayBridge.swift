@@ -71,4 +71,18 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
             try? server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(command.rawValue), body: body)
         }
     }
+
+    public func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
+        guard let server else { return }
+        server.eventLoop.execute {
+            for message in batch {
+                // A failure means the circuit or stream is gone: the rest would fail alike.
+                do {
+                    try server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(message.command.rawValue), body: message.body)
+                } catch {
+                    return
+                }
+            }
+        }
+    }
 }
