@@ -68,7 +68,7 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
         guard let server else { return }
         server.eventLoop.execute {
             // The circuit or stream may be gone (DESTROY crossed our answer): dropping is what a relay does.
-            try? server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(command.rawValue), body: body)
+            _ = try? server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(command.rawValue), body: body)
         }
     }
 
