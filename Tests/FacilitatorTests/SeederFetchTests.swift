@@ -81,6 +81,31 @@ import TorrentEngine
         #expect(try Data(contentsOf: out) == (try setup.fixture.contents(ofFile: 0)))
     }
 
+    /// Consecutive data queries continue the engine stream of the one before (parked when its range
+    /// was read) instead of adding the torrent again: only the info query and the first data query
+    /// resolve the torrent, so the progress words `torrent` and `start` come twice, not once per query.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func consecutiveQueriesContinueOneEngineStream() async throws {
+        let setup = try await Setup(.aria2, size: 6 * 1024 * 1024 + 1234)
+        let out = setup.scratch.url.appendingPathComponent("fetched.bin")
+        let words = WordLog()
+        let result: FetchResult
+        do {
+            // 3000 chunks (1.46 MB) per query: 5 data queries, none on a piece boundary.
+            result = try await setup.rig.requester { $0.chunksPerQuery = 3000 }.fetch(try setup.magnet, to: out) { p in
+                if case .facilitator(let w) = p.stage { words.add(w) }
+            }
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+        #expect(try Data(contentsOf: out) == (try setup.fixture.contents(ofFile: 0)))
+        #expect(result.queries == 6)
+        #expect(words.words.filter { $0 == "torrent" }.count == 2, "\(words.words)")
+        #expect(words.words.filter { $0 == "start" }.count == 2, "\(words.words)")
+    }
+
     @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
     func unknownInfohashIsUnavailableWithinTheConfiguredTimeout() async throws {
         let setup = try await Setup(.aria2, size: 100_000, resolveTimeout: .seconds(2))

@@ -68,7 +68,21 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
         guard let server else { return }
         server.eventLoop.execute {
             // The circuit or stream may be gone (DESTROY crossed our answer): dropping is what a relay does.
-            try? server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(command.rawValue), body: body)
+            _ = try? server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(command.rawValue), body: body)
+        }
+    }
+
+    public func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
+        guard let server else { return }
+        server.eventLoop.execute {
+            for message in batch {
+                // A failure means the circuit or stream is gone: the rest would fail alike.
+                do {
+                    try server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(message.command.rawValue), body: message.body)
+                } catch {
+                    return
+                }
+            }
         }
     }
 }

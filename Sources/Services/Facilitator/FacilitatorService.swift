@@ -10,6 +10,15 @@ import PeersmProtocol
 /// `OnionRelay.sendApplicationMessage`, whose circuit window holds back what it cannot send yet.
 public protocol FacilitatorTransport: Sendable {
     func send(circuit: RelayCircuitID, streamID: UInt16, command: PeersmRelayCommand, body: ByteBuffer)
+    /// Several messages for one stream, in order. A bulk answer is hundreds of DB_DATA at a time:
+    /// a runtime should move them to its event loop in one hop (the default sends them one by one).
+    func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)])
+}
+
+extension FacilitatorTransport {
+    public func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
+        for message in batch { send(circuit: circuit, streamID: streamID, command: message.command, body: message.body) }
+    }
 }
 
 public struct FacilitatorConfiguration: Sendable {
@@ -144,10 +153,13 @@ public actor FacilitatorService {
     // MARK: performing actions
 
     private func perform(_ actions: [DBStreamMachine.Action], _ key: StreamKey, _ entry: Entry) {
+        // The messages of one call leave together, in order (one hop to the relay's event loop).
+        var outgoing: [PeersmMessage] = []
+        defer { send(key, outgoing) }
         for action in actions {
             switch action {
             case .send(let message):
-                send(key, message)
+                outgoing.append(message)
             case .openContent(let name):
                 startResolving(name, key, entry)
             case .readContent(let range):
@@ -170,13 +182,37 @@ public actor FacilitatorService {
     }
 
     private func send(_ key: StreamKey, _ message: PeersmMessage) {
-        do {
-            let body = try message.encoded()
-            if case .data(let data) = message { metrics.sent(bytes: data.data.readableBytes) }
-            transport.send(circuit: key.circuit, streamID: key.streamID, command: message.command, body: body)
-        } catch {
-            // Only our own malformed message could get here: a bug, never peer input.
-            logger.error("could not encode \(message.command) for \(key): \(error)")
+        send(key, [message])
+    }
+
+    /// Encodes `messages` into one buffer (the bodies are slices of it: one allocation per batch,
+    /// not per 498-byte message) and hands them to the transport together.
+    private func send(_ key: StreamKey, _ messages: [PeersmMessage]) {
+        guard !messages.isEmpty else { return }
+        var buffer = ByteBufferAllocator().buffer(capacity: messages.count * PeersmWire.maxBodyLength)
+        var ends: [(command: PeersmRelayCommand, start: Int, end: Int)] = []
+        ends.reserveCapacity(messages.count)
+        var dataBytes = 0
+        for message in messages {
+            let start = buffer.writerIndex
+            do {
+                try message.encode(into: &buffer)
+            } catch {
+                // Only our own malformed message could get here: a bug, never peer input.
+                logger.error("could not encode \(message.command) for \(key): \(error)")
+                continue
+            }
+            if case .data(let data) = message { dataBytes += data.data.readableBytes }
+            ends.append((message.command, start, buffer.writerIndex))
+        }
+        // Sliced only once every body is written: a slice taken earlier would share the storage
+        // and make the next write copy the whole buffer.
+        let batch = ends.map { (command: $0.command, body: buffer.getSlice(at: $0.start, length: $0.end - $0.start)!) }
+        if dataBytes > 0 { metrics.sent(bytes: dataBytes) }
+        if batch.count == 1 {
+            transport.send(circuit: key.circuit, streamID: key.streamID, command: batch[0].command, body: batch[0].body)
+        } else if !batch.isEmpty {
+            transport.send(circuit: key.circuit, streamID: key.streamID, batch: batch)
         }
     }
 

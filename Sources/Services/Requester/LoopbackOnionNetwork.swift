@@ -23,7 +23,7 @@ public actor LoopbackOnionNetwork: CircuitProvider {
 
     public nonisolated let exitEvents: AsyncStream<ExitEvent>
     private let exitEventSink: AsyncStream<ExitEvent>.Continuation
-    private let outboxSink: AsyncStream<(RelayCircuitID, UInt16, PeersmRelayCommand, ByteBuffer)>.Continuation
+    private let outboxSink: AsyncStream<(RelayCircuitID, UInt16, [(command: PeersmRelayCommand, body: ByteBuffer)])>.Continuation
 
     public nonisolated let path: [CircuitHop]
     private var relays: [OnionRelay]
@@ -58,21 +58,26 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         self.identities = identities
         self.path = path
         (exitEvents, exitEventSink) = AsyncStream.makeStream()
-        let (outbox, outboxSink) = AsyncStream<(RelayCircuitID, UInt16, PeersmRelayCommand, ByteBuffer)>.makeStream()
+        let (outbox, outboxSink) = AsyncStream<(RelayCircuitID, UInt16, [(command: PeersmRelayCommand, body: ByteBuffer)])>.makeStream()
         self.outboxSink = outboxSink
         channelEnds[clientChannel] = (.client, .relay(0))
         self.relays[0].channelOpened(clientChannel, role: .responder, peerIdentity: nil)
         Task { [weak self] in
-            for await (circuit, stream, command, body) in outbox {
+            for await (circuit, stream, batch) in outbox {
                 guard let self else { return }
-                await self.exitSend(circuit, stream, command, body)
+                await self.exitSend(circuit, stream, batch)
             }
         }
     }
 
     /// The exit's answers, in order (the shape of Facilitator's `FacilitatorTransport`). Non-blocking.
     public nonisolated func send(circuit: RelayCircuitID, streamID: UInt16, command: PeersmRelayCommand, body: ByteBuffer) {
-        outboxSink.yield((circuit, streamID, command, body))
+        outboxSink.yield((circuit, streamID, [(command, body)]))
+    }
+
+    /// Several answers for one stream, in order, delivered in one actor hop.
+    public nonisolated func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
+        outboxSink.yield((circuit, streamID, batch))
     }
 
     /// Delivers the exit's events to `application`, in order, until `shutdown`.
@@ -164,11 +169,13 @@ public actor LoopbackOnionNetwork: CircuitProvider {
 
     // MARK: exit side
 
-    private func exitSend(_ circuit: RelayCircuitID, _ streamID: UInt16, _ command: PeersmRelayCommand, _ body: ByteBuffer) {
+    private func exitSend(_ circuit: RelayCircuitID, _ streamID: UInt16, _ batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
         let exit = relays.count - 1
-        // The circuit or stream may be gone already (DESTROY crossed our answer): drop it, as a relay would.
-        guard let actions = try? relays[exit].sendApplicationMessage(circuit, streamID: streamID, command: RelayCommand(command.rawValue), body: body) else { return }
-        handleRelay(exit, actions)
+        for (command, body) in batch {
+            // The circuit or stream may be gone already (DESTROY crossed our answer): drop it, as a relay would.
+            guard let actions = try? relays[exit].sendApplicationMessage(circuit, streamID: streamID, command: RelayCommand(command.rawValue), body: body) else { return }
+            handleRelay(exit, actions)
+        }
         run()
     }
 

@@ -38,11 +38,15 @@ struct NodeFacilitatorCircuit: FacilitatorCircuit {
     func openStream() async throws -> DBStreamChannel {
         let stream: OnionApplicationStream
         do { stream = try await circuit.openApplicationStream() } catch { throw CircuitLost("\(error)") }
-        var iterator = stream.makeAsyncIterator()
+        // Messages are taken from the circuit in batches (one event-loop hop per batch, not per
+        // 498-byte DB_DATA) and handed out one by one from this buffer, on the consumer's task.
+        let pending = PendingMessages()
         let inbound = AsyncThrowingStream<DBInbound, Error>(unfolding: {
+            if let message = pending.popFirst() { return message }
             do {
-                guard let message = try await iterator.next() else { return nil }
-                return DBInbound(command: message.command.rawValue, body: message.body)
+                guard let batch = try await stream.nextBatch() else { return nil }
+                pending.refill(batch)
+                return pending.popFirst()
             } catch {
                 throw CircuitLost("\(error)")
             }
@@ -60,5 +64,23 @@ struct NodeFacilitatorCircuit: FacilitatorCircuit {
     func close() async {
         await circuit.destroy()
         await client.close()
+    }
+}
+
+/// The rest of the last batch of one stream's messages. Only its single consumer task touches it.
+private final class PendingMessages: @unchecked Sendable {
+    private var messages: [ApplicationMessage] = []
+    private var head = 0
+
+    func popFirst() -> DBInbound? {
+        guard head < messages.count else { return nil }
+        let message = messages[head]
+        head += 1
+        return DBInbound(command: message.command.rawValue, body: message.body)
+    }
+
+    func refill(_ batch: [ApplicationMessage]) {
+        messages = batch
+        head = 0
     }
 }

@@ -85,7 +85,29 @@ final class Inbox<Element>: @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Everything buffered (at least one element), in order; nil once finished. Call on the loop.
+    /// A consumer of many small elements (one relay message per cell) pays one event-loop round trip
+    /// per batch instead of one per element.
+    func pullAll() -> EventLoopFuture<[Element]?> {
+        guard self.merge == nil, let first = self.items.popFirst() else {
+            return self.pull().map { $0.map { [$0] } }
+        }
+        var batch = [first]
+        batch.reserveCapacity(self.items.count + 1)
+        while let next = self.items.popFirst() { batch.append(next) }
+        self.buffered = 0
+        if self.isAboveHighWatermark {
+            self.isAboveHighWatermark = false
+            self.onPressure?(false)
+        }
+        return self.eventLoop.makeSucceededFuture(batch)
+    }
+
     func next() async throws -> Element? {
         try await self.eventLoop.flatSubmit { self.pull() }.get()
+    }
+
+    func nextBatch() async throws -> [Element]? {
+        try await self.eventLoop.flatSubmit { self.pullAll() }.get()
     }
 }

@@ -432,6 +432,14 @@ public final class OnionApplicationStream: AsyncSequence, @unchecked Sendable {
     public func makeAsyncIterator() -> InboxSequence<ApplicationMessage>.AsyncIterator {
         InboxSequence(inbox: self.inbox).makeAsyncIterator()
     }
+
+    /// Every message that arrived since the last call (at least one; waits for one if none), in
+    /// order; nil once the stream ended cleanly. Bulk consumers (Peersm DB_DATA, one message per
+    /// cell) should read this way: one hop to the event loop per batch rather than per message.
+    /// Do not mix with iterating the stream from another task.
+    public func nextBatch() async throws -> [ApplicationMessage]? {
+        try await self.inbox.nextBatch()
+    }
 }
 
 /// The async sequence view of an `Inbox`.

@@ -134,8 +134,11 @@ final class WriteCoalescingHandler: ChannelOutboundHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// Past this many pending bytes the batch is passed on without waiting for the flush.
-    static let batchLimit = 64 * 1024
+    /// Past this many pending bytes the batch is passed on and flushed without waiting for the end of
+    /// the event-loop task. A relay forwarding a burst (a facilitator's 500 DB_DATA, a 256 KB socket
+    /// read) then hands the next hop its first cells while it still works on the rest: hops overlap
+    /// instead of each one storing the whole burst before forwarding any of it.
+    static let batchLimit = 32 * 1024
 
     private var pending: ByteBuffer?
     private var promise: EventLoopPromise<Void>?
@@ -150,7 +153,10 @@ final class WriteCoalescingHandler: ChannelOutboundHandler {
         if let promise {
             if let existing = self.promise { existing.futureResult.cascade(to: promise) } else { self.promise = promise }
         }
-        if self.pending!.readableBytes >= Self.batchLimit { self.passOn(context: context) }
+        if self.pending!.readableBytes >= Self.batchLimit {
+            self.passOn(context: context)
+            context.flush()
+        }
     }
 
     func flush(context: ChannelHandlerContext) {
