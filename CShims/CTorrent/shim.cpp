@@ -963,7 +963,42 @@ int32_t ct_add_magnet(ct_session *s, const char *uri, int32_t keep_trackers, uin
         lt::error_code ec;
         lt::add_torrent_params p = lt::parse_magnet_uri(uri, ec);
         if (ec) return fail(err, CT_EINVAL, "malformed magnet link: " + ec.message());
+        // The link's author chose these: the caller connects the ones its policy allows.
+        p.peers.clear();
+        p.dht_nodes.clear();
         return add(s, p, keep_trackers, id, err);
+    });
+}
+
+int32_t ct_magnet_endpoints(const char *uri, ct_magnet_endpoint *out, size_t cap, size_t *count, ct_error *err) {
+    return guarded(err, [&]() -> int32_t {
+        if (!uri || (cap && !out)) return fail(err, CT_EINVAL, "null argument");
+        lt::error_code ec;
+        lt::add_torrent_params const p = lt::parse_magnet_uri(uri, ec);
+        if (ec) return fail(err, CT_EINVAL, "malformed magnet link: " + ec.message());
+        size_t n = 0;
+        auto put = [&](int kind, std::string const &host, int port) {
+            // Longer than any host name: skipped rather than truncated into another name.
+            if (host.size() >= sizeof(out->host)) return true;
+            if (n < cap) {
+                if (out[n].struct_size != sizeof(ct_magnet_endpoint)) return false;
+                ct_magnet_endpoint &o = out[n];
+                std::memset(reinterpret_cast<char *>(&o) + sizeof(uint32_t), 0, sizeof(o) - sizeof(uint32_t));
+                o.kind = kind;
+                copy_str(o.host, host);
+                o.port = uint16_t(port);
+            }
+            ++n;
+            return true;
+        };
+        for (auto const &ep : p.peers)
+            if (!put(CT_MAGNET_PEER, ep.address().to_string(), ep.port()))
+                return fail(err, CT_EINVAL, "ct_magnet_endpoint size mismatch");
+        for (auto const &node : p.dht_nodes)
+            if (!put(CT_MAGNET_DHT_NODE, node.first, node.second))
+                return fail(err, CT_EINVAL, "ct_magnet_endpoint size mismatch");
+        if (count) *count = n;
+        return CT_OK;
     });
 }
 

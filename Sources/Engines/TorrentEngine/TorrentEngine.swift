@@ -75,12 +75,17 @@ public actor TorrentEngine {
         peerEventSink = eventsCont
         let (alerts, alertSink) = AsyncStream<[EngineAlert]>.makeStream()
         pump = AlertPump(session: handle, continuation: alertSink)
-        listenPort = Int(ct_session_listen_port(raw))
+        let boundPort = Int(ct_session_listen_port(raw))
+        listenPort = boundPort
         for node in settings.dhtNodes {
             guard let ep = Self.parseEndpoint(node) else { throw TorrentEngineError.invalidArgument("DHT node \(node)") }
             if let e = TorrentEngineError.check(ct_dht_add_node(raw, ep.host, ep.port, &err), err) { throw e }
             dhtNodes.append(ep)
         }
+        logger.debug("session started", metadata: [
+            "listen": "\(settings.listenInterfaces)", "port": "\(boundPort)", "dht": "\(settings.dhtEnabled)",
+            "magnet-peers": "\(settings.magnetPeers.rawValue)",
+        ])
         pump.start()
         Task { [weak self] in
             for await batch in alerts {
@@ -341,8 +346,12 @@ public actor TorrentEngine {
 
     // MARK: - Torrent bookkeeping
 
-    private func add(_ source: TorrentSource, peers: [PeerEndpoint]) throws -> OpenTorrent {
+    private func add(_ source: TorrentSource, peers explicitPeers: [PeerEndpoint]) throws -> OpenTorrent {
         guard !stopped else { throw TorrentEngineError.engineStopped }
+        var peers = explicitPeers
+        if case .magnet(let uri) = source {
+            peers += try allowedMagnetPeers(uri)
+        }
         if let known = Self.infoHash(of: source), let id = torrentsByHash[known], let t = torrents[id] {
             connect(t, peers)
             return t
@@ -377,6 +386,27 @@ public actor TorrentEngine {
         if t.metadata == nil { startMetadataWatch(t) }
         logger.debug("added \(hash) as torrent#\(id)")
         return t
+    }
+
+    /// The magnet's own peers that `settings.magnetPeers` allows; its allowed DHT nodes join the
+    /// routing table (DHT on only). libtorrent never sees the rest (the shim strips them).
+    private func allowedMagnetPeers(_ uri: String) throws -> [PeerEndpoint] {
+        var allowed: [PeerEndpoint] = []
+        var dropped = 0
+        for e in try MagnetEndpoint.parse(uri) {
+            guard settings.magnetPeers.allows(host: e.host), e.port != 0 else { dropped += 1; continue }
+            switch e.kind {
+            case .peer: allowed.append(PeerEndpoint(host: e.host, port: e.port))
+            case .dhtNode:
+                guard settings.dhtEnabled else { continue }
+                var err = ct_error()
+                _ = ct_dht_add_node(session.raw, e.host, e.port, &err)
+            }
+        }
+        if dropped > 0 {
+            logger.debug("ignored \(dropped) peer(s)/DHT node(s) named in a magnet link (magnetPeers: \(settings.magnetPeers.rawValue))")
+        }
+        return allowed
     }
 
     private func connect(_ t: OpenTorrent, _ peers: [PeerEndpoint]) {

@@ -282,7 +282,7 @@ struct DaemonConfig {
             if let v = try r.int(f, "max_buffered_messages", 8...100_000) { facilitator.maxBufferedMessages = v }
         }
         if let t = try r.table(root, "torrent") {
-            try r.known(t, ["listen", "accept_incoming", "utp", "dht", "dht_bootstrap_nodes", "use_trackers",
+            try r.known(t, ["listen", "accept_incoming", "utp", "dht", "dht_bootstrap_nodes", "use_trackers", "magnet_peers",
                             "memory_budget_mib", "metadata_timeout_seconds", "max_torrents", "connections_limit"], in: "torrent.")
             if let v = try r.string(t, "listen") { torrent.listenInterfaces = v }
             if let v = try r.bool(t, "accept_incoming") { torrent.acceptIncoming = v }
@@ -290,6 +290,12 @@ struct DaemonConfig {
             if let v = try r.bool(t, "dht") { torrent.dhtEnabled = v }
             if let v = try r.strings(t, "dht_bootstrap_nodes") { torrent.dhtBootstrapNodes = v }
             if let v = try r.bool(t, "use_trackers") { torrent.useTrackers = v }
+            if let v = try r.string(t, "magnet_peers") {
+                guard let policy = MagnetPeerPolicy(rawValue: v) else {
+                    throw r.fail("torrent.magnet_peers", "one of \(MagnetPeerPolicy.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+                }
+                torrent.magnetPeers = policy
+            }
             if let v = try r.int(t, "memory_budget_mib", 4...65536) { torrent.memoryBudget = v << 20 }
             if let v = try r.int(t, "metadata_timeout_seconds", 1...3600) { torrent.metadataTimeout = .seconds(v) }
             if let v = try r.int(t, "max_torrents", 1...10_000) { torrent.maxConcurrentTorrents = v }
@@ -353,6 +359,7 @@ struct DaemonConfig {
         dht = \(torrent.dhtEnabled)
         dht_bootstrap_nodes = [\(torrent.dhtBootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
         use_trackers = \(torrent.useTrackers)
+        magnet_peers = "\(torrent.magnetPeers.rawValue)"
         memory_budget_mib = \(torrent.memoryBudget >> 20)
         metadata_timeout_seconds = \(torrent.metadataTimeout.components.seconds)
         max_torrents = \(torrent.maxConcurrentTorrents)
