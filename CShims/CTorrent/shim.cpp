@@ -653,6 +653,19 @@ void direct_response(ct_session *s, lt::dht_direct_response_alert const *d, std:
     (void)s;
 }
 
+// A torrent alert's message without the torrent's name, which libtorrent puts first (the display
+// name, or the info-hash in hex before the metadata): messages reach logs and peer events, which
+// must not say what a requester asked for.
+std::string without_torrent_name(lt::torrent_alert *ta) {
+    std::string m = ta->message();
+    char const *name = ta->torrent_name();
+    size_t const n = name ? std::strlen(name) : 0;
+    if (n > 0 && m.compare(0, n, name) == 0) m.erase(0, n);
+    else if (m.compare(0, 3, " - ") == 0) m.erase(0, 3);   // the handle was already invalid
+    size_t const start = m.find_first_not_of(" :");
+    return start == std::string::npos ? std::string() : m.substr(start);
+}
+
 void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
     uint64_t tid = 0;
     if (auto *ta = dynamic_cast<lt::torrent_alert *>(a)) tid = id_of(s, ta->handle);
@@ -660,7 +673,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         ct_alert c = blank(kind, tid);
         lt::tcp::endpoint const ep = pa->endpoint;
         set_endpoint(c.address, c.port, ep.address(), ep.port());
-        copy_str(c.message, pa->message());
+        copy_str(c.message, without_torrent_name(pa));
         return c;
     };
     switch (a->type()) {
@@ -677,7 +690,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
     }
     case lt::metadata_failed_alert::alert_type: {
         ct_alert c = blank(CT_ALERT_METADATA_FAILED, tid);
-        copy_str(c.message, a->message());
+        copy_str(c.message, static_cast<lt::metadata_failed_alert *>(a)->error.message());
         out.push_back(c);
         break;
     }
@@ -692,7 +705,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         ct_alert c = blank(CT_ALERT_HASH_FAILED, tid);
         c.piece = static_cast<int>(static_cast<lt::hash_failed_alert *>(a)->piece_index);
         mark(s, tid, c.piece, false);
-        copy_str(c.message, a->message());
+        copy_str(c.message, "piece " + std::to_string(c.piece) + " failed its hash check");
         out.push_back(c);
         break;
     }
@@ -700,7 +713,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         auto *e = static_cast<lt::torrent_error_alert *>(a);
         ct_alert c = blank(CT_ALERT_TORRENT_ERROR, tid);
         c.error_code = e->error.value();
-        copy_str(c.message, a->message());
+        copy_str(c.message, e->error.message());   // not message(): it names the torrent and a file path
         out.push_back(c);
         break;
     }
@@ -708,7 +721,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         auto *e = static_cast<lt::file_error_alert *>(a);
         ct_alert c = blank(CT_ALERT_FILE_ERROR, tid);
         c.error_code = e->error.value();
-        copy_str(c.message, a->message());
+        copy_str(c.message, std::string(lt::operation_name(e->op)) + ": " + e->error.message());
         out.push_back(c);
         break;
     }

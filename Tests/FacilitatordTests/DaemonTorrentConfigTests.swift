@@ -26,3 +26,43 @@ struct DaemonTorrentConfigTests {
         #expect(wrongType.status != 0 && wrongType.err.contains("torrent.magnet_peers must be a string"), "\(wrongType)")
     }
 }
+
+/// `log_level` reaches every logger the daemon makes: the torrent engines' (the fetching one and
+/// the spy hunt's), not only the daemon's own.
+@Suite(.serialized) struct DaemonLogLevelTests {
+    /// Starts the daemon with `level` and spy hunting on (its engine starts at once; the bootstrap
+    /// node is only asked at a query) and returns its output once it is up.
+    static func startupLog(_ level: String) async throws -> String {
+        let exe = try #require(builtExecutable("facilitatord"), "swift build --product facilitatord first")
+        let dir = try TemporaryDirectory("daemon-log-level")
+        let path = dir.url.appendingPathComponent("facilitatord.toml").path
+        try """
+            data_directory = "\(dir.url.appendingPathComponent("data").path)"
+            log_level = "\(level)"
+            [relay]
+            port = \(freePort())
+            [torrent]
+            listen = "127.0.0.1:0"
+            [metrics]
+            listen = ""
+            [blocklists]
+            database = "\(dir.url.appendingPathComponent("blocklists.sqlite").path)"
+            hunt = true
+            hunt_bootstrap_nodes = ["127.0.0.9:7000"]
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let daemon = try ChildProcess(exe, ["run", "--config", path], directory: dir.url.appendingPathComponent("run"),
+                                      environment: ["PEERSM_FACILITATOR_DB": ""], name: "facilitatord")
+        defer { daemon.stop() }
+        try await daemon.waitForLog(containing: "facilitator key", timeout: .seconds(60))
+        return daemon.log
+    }
+
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func logLevelAppliesToTheEngineLoggers() async throws {
+        let debug = try await Self.startupLog("debug")
+        #expect(debug.contains("peersm.torrent: ") && debug.contains("session started"), "\(debug)")
+        #expect(debug.contains("peersm.torrent.hunt: "), "\(debug)")
+        let quiet = try await Self.startupLog("warning")
+        #expect(!quiet.contains("session started") && !quiet.contains(" info ") && !quiet.contains(" debug "), "\(quiet)")
+    }
+}

@@ -581,7 +581,8 @@ public actor TorrentEngine {
             if let ws = t.pieceWaiters.removeValue(forKey: a.piece) { for c in ws.values { c.resume() } }
         case Int(CT_ALERT_TORRENT_ERROR), Int(CT_ALERT_FILE_ERROR):
             guard let t else { return }
-            logger.warning("torrent \(t.infoHash) error: \(a.message)")
+            // The session-local id, never the info-hash: this level is on by default.
+            logger.warning("torrent error; dropping the torrent", metadata: ["torrent": "#\(t.id)", "error": "\(a.message)"])
             drop(t, because: .torrentFailed(infoHash: t.infoHash, reason: a.message))
         case Int(CT_ALERT_METADATA_FAILED):
             logger.info("metadata from a peer rejected: \(a.message)")

@@ -58,6 +58,13 @@ public struct RunCommand: AsyncParsableCommand {
             print(settings.summary)
             return
         }
+        // log_level applies to every logger of the process (the engines', blocklists', relay's and
+        // those the libraries make with their default labels), not only to the daemon's own.
+        LoggingSystem.bootstrap { [level = settings.logLevel] label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
         var logger = Logger(label: "peersm.facilitatord")
         logger.logLevel = settings.logLevel
         // Before any service makes its instruments: swift-metrics binds them to the factory of the moment.
