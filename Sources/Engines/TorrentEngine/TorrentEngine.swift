@@ -275,8 +275,7 @@ public actor TorrentEngine {
             torrent: TorrentID(raw: st.torrent.id), infoHash: md.infoHash, fileIndex: file.index,
             fileName: file.path, fileSize: file.size, mimeType: file.mimeType, offset: st.offset, length: length)))
         for p in st.plan!.firstPiece...max(st.plan!.firstPiece, st.plan!.lastPiece) where st.torrent.released.contains(p) {
-            throw TorrentEngineError.torrentFailed(
-                infoHash: md.infoHash, reason: "piece \(p) was already relayed and dropped by another stream")
+            throw TorrentEngineError.pieceAlreadyRelayed(infoHash: md.infoHash, piece: p)
         }
     }
 

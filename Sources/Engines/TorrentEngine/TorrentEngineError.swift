@@ -49,6 +49,23 @@ public enum TorrentEngineError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A stream's range needs a piece that another stream of the same torrent already relayed and
+    /// dropped from memory. Not a swarm failure: retry once that stream has ended (the torrent is
+    /// then removed, and the next stream starts it afresh). Thrown as `torrentFailed` so callers
+    /// that switch over every case keep compiling; test it with `isPieceAlreadyRelayed`.
+    public static func pieceAlreadyRelayed(infoHash: String, piece: Int) -> TorrentEngineError {
+        .torrentFailed(infoHash: infoHash, reason: "piece \(piece) \(alreadyRelayedMark)")
+    }
+
+    /// Whether this is `pieceAlreadyRelayed` (retry later rather than report the torrent failed).
+    public var isPieceAlreadyRelayed: Bool {
+        guard case .torrentFailed(_, let why) = self else { return false }
+        return why.hasSuffix(Self.alreadyRelayedMark)
+    }
+
+    /// Still contains "already relayed", which callers matched before `isPieceAlreadyRelayed`.
+    static let alreadyRelayedMark = "was already relayed and dropped by another stream"
+
     /// Turns a shim return code + message into an error (nil on success).
     static func check(_ rc: Int32, _ err: ct_error) -> TorrentEngineError? {
         guard rc != 0 else { return nil }
