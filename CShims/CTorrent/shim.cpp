@@ -1015,6 +1015,18 @@ int32_t ct_magnet_endpoints(const char *uri, ct_magnet_endpoint *out, size_t cap
     });
 }
 
+int32_t ct_magnet_info_hash(const char *uri, char out[41], ct_error *err) {
+    return guarded(err, [&]() -> int32_t {
+        if (!uri || !out) return fail(err, CT_EINVAL, "null argument");
+        out[0] = 0;
+        lt::error_code ec;
+        lt::add_torrent_params const p = lt::parse_magnet_uri(uri, ec);
+        if (ec) return fail(err, CT_EINVAL, "malformed magnet link: " + ec.message());
+        if (p.info_hashes.has_v1()) std::snprintf(out, 41, "%s", lt::aux::to_hex(p.info_hashes.v1).c_str());
+        return CT_OK;
+    });
+}
+
 int32_t ct_add_infohash(ct_session *s, const char *hex40, uint64_t *id, ct_error *err) {
     return guarded(err, [&]() -> int32_t {
         if (!s || !hex40) return fail(err, CT_EINVAL, "null argument");

@@ -80,6 +80,9 @@ typedef struct ct_magnet_endpoint {
 // Parses `uri` as ct_add_magnet does and lists the endpoints it names, in order. *count is the
 // total; at most `cap` are written (call again with a larger buffer if *count > cap).
 int32_t ct_magnet_endpoints(const char *uri, ct_magnet_endpoint *out, size_t cap, size_t *count, ct_error *err);
+// The v1 info-hash libtorrent reads from a magnet link, as 40 lowercase hex digits and a NUL;
+// "" when the link names only a v2 (btmh) hash. (Lets tests hold our own readers to libtorrent's.)
+int32_t ct_magnet_info_hash(const char *uri, char out[41], ct_error *err);
 int32_t ct_add_infohash(ct_session *s, const char *hex40, uint64_t *id, ct_error *err);
 int32_t ct_add_torrent_bytes(ct_session *s, const uint8_t *bytes, size_t len, int32_t keep_trackers,
                              uint64_t *id, ct_error *err);
