@@ -6,6 +6,7 @@ import Logging
 import Metrics
 import NIOPosix
 import Prometheus
+import Requester
 import ServiceLifecycle
 import OnionTransport
 import TOMLKit
@@ -155,10 +156,7 @@ public struct RunCommand: AsyncParsableCommand {
             throw await abandon("cannot start the relay on \(settings.relayHost):\(settings.relayPort): \(error)")
         }
         bridge.attach(server)
-        let d = server.descriptor
-        let ed = d.ed25519Identity.map { Data($0.bytes).base64EncodedString() } ?? "-"
-        let spec = "\(d.address):\(d.port):\(d.ntorKey.identity.bytes.map { String(format: "%02X", $0) }.joined()):\(ed):\(Data(d.ntorKey.onionKey).base64EncodedString())"
-        print("relay \(spec)")
+        print("relay \(RelaySpec.format(server.descriptor))")
         print("facilitator key \(Data(key.publicKey.rawRepresentation).base64EncodedString())")
         if let metrics, let ip = metrics.localAddress.ipAddress, let port = metrics.localAddress.port {
             print("metrics http://\(ip.contains(":") ? "[\(ip)]" : ip):\(port)/metrics")
