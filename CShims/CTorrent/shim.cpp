@@ -97,6 +97,7 @@ constexpr int block_size = 0x4000;
 struct mem_storage {
     lt::file_storage files;            // copy: the torrent's own may go before outstanding jobs
     lt::sha1_hash info_hash;
+    uint64_t generation = 0;           // creation order: the newest storage of a hash is the live one
     std::map<int, std::vector<char>> pieces;
     std::set<int> released;            // consumed and dropped; reads of these fail
 };
@@ -119,6 +120,7 @@ struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
         auto st = std::make_unique<mem_storage>();
         st->files = p.files;
         st->info_hash = p.info_hash;
+        st->generation = ++generation_;
         torrents_[size_t(idx)] = std::move(st);
         return lt::storage_holder(lt::storage_index_t(idx), *this);
     }
@@ -384,10 +386,17 @@ private:
         size_t const i = size_t(static_cast<int>(idx));
         return i < torrents_.size() ? torrents_[i].get() : nullptr;
     }
+    // The C API names torrents by hash, not storage index. A torrent removed and added again at
+    // once has two storages of the same hash for a while (the old one goes only when libtorrent
+    // lets go of the dying torrent); the newest is the live one. Taking the first match instead
+    // read and released pieces in the dying storage: reads failed as "released", and releases
+    // left the live pieces counted against the memory budget.
     mem_storage *find_locked(lt::sha1_hash const &ih, lt::sha1_hash const &ih2) {
+        mem_storage *found = nullptr;
         for (auto &t : torrents_)
-            if (t && (t->info_hash == ih || t->info_hash == ih2)) return t.get();
-        return nullptr;
+            if (t && (t->info_hash == ih || t->info_hash == ih2) && (!found || t->generation > found->generation))
+                found = t.get();
+        return found;
     }
     void erase_locked(mem_storage &st, int piece, bool mark_released) {
         auto it = st.pieces.find(piece);
@@ -417,6 +426,7 @@ private:
     int64_t const budget_;
     std::mutex m_;
     std::vector<std::unique_ptr<mem_storage>> torrents_;
+    uint64_t generation_ = 0;
     std::vector<int> free_;
     std::vector<std::shared_ptr<lt::disk_observer>> observers_;
     int64_t bytes_ = 0;

@@ -615,6 +615,10 @@ public actor TorrentEngine {
                 s.queue.append(.progress(.dhtReady))
                 wakeMetadataWaiters(t)
             }
+        case Int(CT_ALERT_ALERTS_DROPPED):
+            // A lost piece_finished leaves its stream waiting until the stall timeout: say so, since
+            // nothing else would show why.
+            logger.warning("libtorrent's alert queue overflowed and dropped alerts; a stream may stall")
         case Int(CT_ALERT_DHT_NODE_REPLY), Int(CT_ALERT_DHT_NODE_PEER), Int(CT_ALERT_DHT_NODE_CONTACT),
              Int(CT_ALERT_DHT_NODE_TIMEOUT):
             dhtReplies[a.cookie]?.add(a)
