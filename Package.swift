@@ -133,6 +133,7 @@ let package = Package(
             name: "facilitatord",
             dependencies: [
                 "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine",
+                "Requester",  // RelaySpec: the spec line printed at start is the one `peersm --via` parses
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

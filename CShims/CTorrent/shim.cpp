@@ -97,6 +97,7 @@ constexpr int block_size = 0x4000;
 struct mem_storage {
     lt::file_storage files;            // copy: the torrent's own may go before outstanding jobs
     lt::sha1_hash info_hash;
+    uint64_t generation = 0;           // creation order: the newest storage of a hash is the live one
     std::map<int, std::vector<char>> pieces;
     std::set<int> released;            // consumed and dropped; reads of these fail
 };
@@ -119,6 +120,7 @@ struct mem_disk_io final : lt::disk_interface, lt::buffer_allocator_interface {
         auto st = std::make_unique<mem_storage>();
         st->files = p.files;
         st->info_hash = p.info_hash;
+        st->generation = ++generation_;
         torrents_[size_t(idx)] = std::move(st);
         return lt::storage_holder(lt::storage_index_t(idx), *this);
     }
@@ -384,10 +386,17 @@ private:
         size_t const i = size_t(static_cast<int>(idx));
         return i < torrents_.size() ? torrents_[i].get() : nullptr;
     }
+    // The C API names torrents by hash, not storage index. A torrent removed and added again at
+    // once has two storages of the same hash for a while (the old one goes only when libtorrent
+    // lets go of the dying torrent); the newest is the live one. Taking the first match instead
+    // read and released pieces in the dying storage: reads failed as "released", and releases
+    // left the live pieces counted against the memory budget.
     mem_storage *find_locked(lt::sha1_hash const &ih, lt::sha1_hash const &ih2) {
+        mem_storage *found = nullptr;
         for (auto &t : torrents_)
-            if (t && (t->info_hash == ih || t->info_hash == ih2)) return t.get();
-        return nullptr;
+            if (t && (t->info_hash == ih || t->info_hash == ih2) && (!found || t->generation > found->generation))
+                found = t.get();
+        return found;
     }
     void erase_locked(mem_storage &st, int piece, bool mark_released) {
         auto it = st.pieces.find(piece);
@@ -417,6 +426,7 @@ private:
     int64_t const budget_;
     std::mutex m_;
     std::vector<std::unique_ptr<mem_storage>> torrents_;
+    uint64_t generation_ = 0;
     std::vector<int> free_;
     std::vector<std::shared_ptr<lt::disk_observer>> observers_;
     int64_t bytes_ = 0;
@@ -653,6 +663,19 @@ void direct_response(ct_session *s, lt::dht_direct_response_alert const *d, std:
     (void)s;
 }
 
+// A torrent alert's message without the torrent's name, which libtorrent puts first (the display
+// name, or the info-hash in hex before the metadata): messages reach logs and peer events, which
+// must not say what a requester asked for.
+std::string without_torrent_name(lt::torrent_alert *ta) {
+    std::string m = ta->message();
+    char const *name = ta->torrent_name();
+    size_t const n = name ? std::strlen(name) : 0;
+    if (n > 0 && m.compare(0, n, name) == 0) m.erase(0, n);
+    else if (m.compare(0, 3, " - ") == 0) m.erase(0, 3);   // the handle was already invalid
+    size_t const start = m.find_first_not_of(" :");
+    return start == std::string::npos ? std::string() : m.substr(start);
+}
+
 void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
     uint64_t tid = 0;
     if (auto *ta = dynamic_cast<lt::torrent_alert *>(a)) tid = id_of(s, ta->handle);
@@ -660,7 +683,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         ct_alert c = blank(kind, tid);
         lt::tcp::endpoint const ep = pa->endpoint;
         set_endpoint(c.address, c.port, ep.address(), ep.port());
-        copy_str(c.message, pa->message());
+        copy_str(c.message, without_torrent_name(pa));
         return c;
     };
     switch (a->type()) {
@@ -677,7 +700,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
     }
     case lt::metadata_failed_alert::alert_type: {
         ct_alert c = blank(CT_ALERT_METADATA_FAILED, tid);
-        copy_str(c.message, a->message());
+        copy_str(c.message, static_cast<lt::metadata_failed_alert *>(a)->error.message());
         out.push_back(c);
         break;
     }
@@ -692,7 +715,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         ct_alert c = blank(CT_ALERT_HASH_FAILED, tid);
         c.piece = static_cast<int>(static_cast<lt::hash_failed_alert *>(a)->piece_index);
         mark(s, tid, c.piece, false);
-        copy_str(c.message, a->message());
+        copy_str(c.message, "piece " + std::to_string(c.piece) + " failed its hash check");
         out.push_back(c);
         break;
     }
@@ -700,7 +723,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         auto *e = static_cast<lt::torrent_error_alert *>(a);
         ct_alert c = blank(CT_ALERT_TORRENT_ERROR, tid);
         c.error_code = e->error.value();
-        copy_str(c.message, a->message());
+        copy_str(c.message, e->error.message());   // not message(): it names the torrent and a file path
         out.push_back(c);
         break;
     }
@@ -708,7 +731,7 @@ void convert(ct_session *s, lt::alert *a, std::deque<ct_alert> &out) {
         auto *e = static_cast<lt::file_error_alert *>(a);
         ct_alert c = blank(CT_ALERT_FILE_ERROR, tid);
         c.error_code = e->error.value();
-        copy_str(c.message, a->message());
+        copy_str(c.message, std::string(lt::operation_name(e->op)) + ": " + e->error.message());
         out.push_back(c);
         break;
     }
@@ -963,7 +986,54 @@ int32_t ct_add_magnet(ct_session *s, const char *uri, int32_t keep_trackers, uin
         lt::error_code ec;
         lt::add_torrent_params p = lt::parse_magnet_uri(uri, ec);
         if (ec) return fail(err, CT_EINVAL, "malformed magnet link: " + ec.message());
+        // The link's author chose these: the caller connects the ones its policy allows.
+        p.peers.clear();
+        p.dht_nodes.clear();
         return add(s, p, keep_trackers, id, err);
+    });
+}
+
+int32_t ct_magnet_endpoints(const char *uri, ct_magnet_endpoint *out, size_t cap, size_t *count, ct_error *err) {
+    return guarded(err, [&]() -> int32_t {
+        if (!uri || (cap && !out)) return fail(err, CT_EINVAL, "null argument");
+        lt::error_code ec;
+        lt::add_torrent_params const p = lt::parse_magnet_uri(uri, ec);
+        if (ec) return fail(err, CT_EINVAL, "malformed magnet link: " + ec.message());
+        size_t n = 0;
+        auto put = [&](int kind, std::string const &host, int port) {
+            // Longer than any host name: skipped rather than truncated into another name.
+            if (host.size() >= sizeof(out->host)) return true;
+            if (n < cap) {
+                if (out[n].struct_size != sizeof(ct_magnet_endpoint)) return false;
+                ct_magnet_endpoint &o = out[n];
+                std::memset(reinterpret_cast<char *>(&o) + sizeof(uint32_t), 0, sizeof(o) - sizeof(uint32_t));
+                o.kind = kind;
+                copy_str(o.host, host);
+                o.port = uint16_t(port);
+            }
+            ++n;
+            return true;
+        };
+        for (auto const &ep : p.peers)
+            if (!put(CT_MAGNET_PEER, ep.address().to_string(), ep.port()))
+                return fail(err, CT_EINVAL, "ct_magnet_endpoint size mismatch");
+        for (auto const &node : p.dht_nodes)
+            if (!put(CT_MAGNET_DHT_NODE, node.first, node.second))
+                return fail(err, CT_EINVAL, "ct_magnet_endpoint size mismatch");
+        if (count) *count = n;
+        return CT_OK;
+    });
+}
+
+int32_t ct_magnet_info_hash(const char *uri, char out[41], ct_error *err) {
+    return guarded(err, [&]() -> int32_t {
+        if (!uri || !out) return fail(err, CT_EINVAL, "null argument");
+        out[0] = 0;
+        lt::error_code ec;
+        lt::add_torrent_params const p = lt::parse_magnet_uri(uri, ec);
+        if (ec) return fail(err, CT_EINVAL, "malformed magnet link: " + ec.message());
+        if (p.info_hashes.has_v1()) std::snprintf(out, 41, "%s", lt::aux::to_hex(p.info_hashes.v1).c_str());
+        return CT_OK;
     });
 }
 

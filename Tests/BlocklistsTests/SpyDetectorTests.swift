@@ -125,10 +125,26 @@ let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 struct RecordedDHT: DHTPeerLookup {
     /// Node → reply maker, given the queried hash (a spy answers any hash; the fake one is random).
     var nodes: [IPEndpoint: @Sendable ([UInt8]) -> DHTResponse?]
+    /// Which node was sent which hash: a walk sends it to every node, a direct query to one.
+    let heard = HeardLog()
+    init(nodes: [IPEndpoint: @Sendable ([UInt8]) -> DHTResponse?]) { self.nodes = nodes }
     func getPeers(infohash: [UInt8]) async throws -> [DHTResponse] {
-        nodes.keys.sorted { $0.description < $1.description }.compactMap { nodes[$0]!(infohash) }
+        let order = nodes.keys.sorted { $0.description < $1.description }
+        order.forEach { heard.add($0, infohash) }
+        return order.compactMap { nodes[$0]!(infohash) }
     }
-    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? { nodes[node]?(infohash) }
+    func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
+        heard.add(node, infohash)
+        return nodes[node]?(infohash)
+    }
+}
+
+final class HeardLog: @unchecked Sendable {
+    // @unchecked: `pairs` is only touched under `lock`.
+    private let lock = NSLock()
+    private var pairs: [(node: IPEndpoint, hash: [UInt8])] = []
+    func add(_ node: IPEndpoint, _ hash: [UInt8]) { lock.withLock { pairs.append((node, hash)) } }
+    func nodes(hearing hash: [UInt8]) -> Set<IPEndpoint> { lock.withLock { Set(pairs.filter { $0.hash == hash }.map(\.node)) } }
 }
 
 @Suite struct SpyHunterTests {
@@ -169,6 +185,7 @@ struct RecordedDHT: DHTPeerLookup {
         #expect(convicted[.listedForFakeInfohash] == ["127.0.0.66", "10.7.7.7"])
         #expect(convicted[.manyPorts] == ["10.1.0.30"])
         #expect(result.trustedNodes == [clean])
+        #expect(dht.heard.nodes(hearing: realHash) == [clean], "only the clean close node is asked for the real hash")
         #expect(Array(result.fakeInfohash.prefix(4)) == Array(realHash.prefix(4)) && result.fakeInfohash != realHash)
         // clean's list of 32: the first ceil(3.2)+1 = 5 dropped, the listed spy and the many-ports IP removed.
         #expect(result.droppedLeading == 5 && result.droppedBlocked == 1)
@@ -187,6 +204,8 @@ struct RecordedDHT: DHTPeerLookup {
         #expect(result.trustedNodes.isEmpty)
         #expect(result.peers == [ep("10.2.0.2:1")])  // first dropped, 10.2.0.3 blocked; the spy's values ignored
         #expect(Set(result.detections.map(\.address.description)) == ["127.0.0.9", "10.5.5.5"])
+        // The fallback walk never sent the real hash to the spy convicted by the fake walk.
+        #expect(dht.heard.nodes(hearing: realHash) == [far])
     }
 }
 

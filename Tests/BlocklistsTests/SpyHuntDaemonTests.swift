@@ -28,6 +28,7 @@ import Testing
                 listen = "127.0.0.1:0"
                 utp = false
                 dht = false
+                magnet_peers = "any"
                 \(extraConfig)
                 """.replacingOccurrences(of: "[blocklists]", with: "[blocklists]\ndatabase = \"\(db)\"\npoll_seconds = 1"))
             let p = try ChildProcess(exe, ["run", "--config", config], directory: dir.url.appendingPathComponent("run"),

@@ -163,6 +163,13 @@ import TestSupport
 }
 
 @Suite struct HashNameTests {
+    /// The vectors TorrentEngine's magnet reader answers too: the hash hunted is the hash fetched.
+    @Test func magnetInfohashSharedVectors() throws {
+        for (magnet, want) in MagnetVectors.all {
+            #expect(try HashName(magnet: magnet).infohash == want.map(hex), "\(magnet)")
+        }
+    }
+
     @Test func magnetInfohashForms() throws {
         let hexForm = try HashName(magnet: "magnet:?dn=x&xt=urn:btih:C12FE1C06BBA254A9DC9F519B335AA7C1367A88A&tr=udp%3A%2F%2Fa")
         #expect(hexForm.infohash == hex("c12fe1c06bba254a9dc9f519b335aa7c1367a88a"))

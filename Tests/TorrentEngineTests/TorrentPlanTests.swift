@@ -1,5 +1,7 @@
 import Foundation
+import CTorrent
 import Testing
+import TestSupport
 @testable import TorrentEngine
 
 /// Pure parts: no session, no network.
@@ -37,12 +39,41 @@ struct TorrentPlanTests {
         }
     }
 
-    @Test func torrentMagnetInfoHashHexAndBase32() {
+    @Test func torrentMagnetInfoHashHexAndBase32() throws {
         let hex = "eade878421f4df2bb8ef1ce8744dabbfc90bf191"
-        #expect(MagnetLink.btih("magnet:?dn=a&xt=urn:btih:\(hex.uppercased())") == hex)
+        #expect(try MagnetLink.btih("magnet:?dn=a&xt=urn:btih:\(hex.uppercased())") == hex)
         // The same hash in base32 (RFC 4648).
-        #expect(MagnetLink.btih("magnet:?xt=urn:btih:5LPIPBBB6TPSXOHPDTUHITNLX7EQX4MR") == hex)
-        #expect(MagnetLink.btih("magnet:?xt=urn:btmh:1220abcd") == nil)
+        #expect(try MagnetLink.btih("magnet:?xt=urn:btih:5LPIPBBB6TPSXOHPDTUHITNLX7EQX4MR") == hex)
+        #expect(try MagnetLink.btih("magnet:?xt=urn:btmh:1220abcd") == nil)
+    }
+
+    /// The shared vectors (HashName.infohash answers them too): our reading, and libtorrent's own
+    /// wherever a hash can be relied on.
+    @Test func torrentMagnetVectorsMatchHashNameAndLibtorrent() throws {
+        for (magnet, want) in MagnetVectors.all {
+            let ours = (try? MagnetLink.btih(magnet)) ?? nil
+            #expect(ours == want, "\(magnet)")
+            if let want {
+                var err = ct_error()
+                var out = [CChar](repeating: 0, count: 41)
+                #expect(ct_magnet_info_hash(magnet, &out, &err) == 0, "\(magnet)")
+                #expect(String(cString: out) == want, "libtorrent reads \(magnet) otherwise")
+                #expect(throws: Never.self) { try TorrentSource(hashName: magnet) }
+            } else {
+                var refused = false
+                do { _ = try MagnetLink.btih(magnet) } catch { refused = true }
+                if refused {
+                    // A btih we cannot rely on: the engine refuses the link rather than fetch an unknown hash.
+                    #expect(throws: TorrentEngineError.self, "\(magnet)") { try TorrentSource(hashName: magnet) }
+                } else {
+                    // We read no btih and do not refuse: libtorrent must not find a v1 hash either.
+                    var err = ct_error()
+                    var out = [CChar](repeating: 0, count: 41)
+                    let rc = ct_magnet_info_hash(magnet, &out, &err)
+                    #expect(rc != 0 || String(cString: out).isEmpty, "libtorrent finds \(String(cString: out)) in \(magnet)")
+                }
+            }
+        }
     }
 
     @Test func torrentMIMETypesFromFileNames() {

@@ -67,7 +67,22 @@ int32_t ct_session_stats_get(ct_session *s, ct_session_stats *out, ct_error *err
 // ---- torrents ------------------------------------------------------------------------------
 // All three add paths: no trackers kept from a magnet unless keep_trackers, DHT/LSD/PEX off per
 // torrent, not auto-managed, every piece priority 0 until the caller asks for a range.
+// ct_add_magnet never dials the peers (x.pe) or DHT nodes (dht=) a magnet names: whoever wrote the
+// link chose them, so the caller lists them with ct_magnet_endpoints and applies its policy.
 int32_t ct_add_magnet(ct_session *s, const char *uri, int32_t keep_trackers, uint64_t *id, ct_error *err);
+enum { CT_MAGNET_PEER = 1, CT_MAGNET_DHT_NODE = 2 };
+typedef struct ct_magnet_endpoint {
+    uint32_t struct_size;
+    int32_t kind;                      // CT_MAGNET_PEER or CT_MAGNET_DHT_NODE
+    char host[256];                    // a peer: IP text as libtorrent parsed it; a DHT node: as written (IP or name)
+    uint16_t port;
+} ct_magnet_endpoint;
+// Parses `uri` as ct_add_magnet does and lists the endpoints it names, in order. *count is the
+// total; at most `cap` are written (call again with a larger buffer if *count > cap).
+int32_t ct_magnet_endpoints(const char *uri, ct_magnet_endpoint *out, size_t cap, size_t *count, ct_error *err);
+// The v1 info-hash libtorrent reads from a magnet link, as 40 lowercase hex digits and a NUL;
+// "" when the link names only a v2 (btmh) hash. (Lets tests hold our own readers to libtorrent's.)
+int32_t ct_magnet_info_hash(const char *uri, char out[41], ct_error *err);
 int32_t ct_add_infohash(ct_session *s, const char *hex40, uint64_t *id, ct_error *err);
 int32_t ct_add_torrent_bytes(ct_session *s, const uint8_t *bytes, size_t len, int32_t keep_trackers,
                              uint64_t *id, ct_error *err);

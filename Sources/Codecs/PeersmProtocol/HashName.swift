@@ -29,18 +29,65 @@ public struct HashName: Hashable, Sendable, CustomStringConvertible {
 
     /// The v1 infohash: the bytes themselves when 20 long, else the `xt=urn:btih:` of a magnet
     /// link (40 hex digits or 32 base32 characters, BEP 9). nil when neither.
+    ///
+    /// A magnet is read exactly as the facilitator's torrent engine (libtorrent 2.0's
+    /// parse_magnet_uri) reads it, so the hash hunted for is the hash fetched: parameter names are
+    /// case-insensitive and may carry a numeric suffix (`xt.1`), values are percent-decoded, and a
+    /// malformed btih, or two different ones, give nil (the engine refuses such a link).
+    /// TorrentEngine's `MagnetLink.btih` implements the same reading (it cannot import this
+    /// module); both are checked against TestSupport's `MagnetVectors`.
     public var infohash: [UInt8]? {
         if bytes.count == 20 { return bytes }
         guard let link = magnet else { return nil }
-        let query = link.dropFirst("magnet:?".count)
-        for parameter in query.split(separator: "&") {
-            let lower = parameter.lowercased()
-            guard lower.hasPrefix("xt=urn:btih:") else { continue }
-            let value = Array(parameter.dropFirst("xt=urn:btih:".count).utf8)
-            if value.count == 40, let decoded = Self.decodeHex(value) { return decoded }
-            if value.count == 32, let decoded = Self.decodeBase32(value) { return decoded }
+        var found: [UInt8]?
+        var rest = Array(link.utf8.dropFirst("magnet:?".count))[...]
+        while !rest.isEmpty {
+            // libtorrent's order: the name runs to the first '=', then the value to the next '&'.
+            let eq = rest.firstIndex(of: UInt8(ascii: "=")) ?? rest.endIndex
+            var name = rest[rest.startIndex..<eq]
+            rest = eq == rest.endIndex ? rest[eq...] : rest[(eq + 1)...]
+            let amp = rest.firstIndex(of: UInt8(ascii: "&")) ?? rest.endIndex
+            var value = Array(rest[rest.startIndex..<amp])
+            rest = amp == rest.endIndex ? rest[amp...] : rest[(amp + 1)...]
+            if let dot = name.firstIndex(of: UInt8(ascii: ".")),
+               name[(dot + 1)...].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) {
+                name = name[..<dot]
+            }
+            guard name.count == 2, name.first! | 0x20 == UInt8(ascii: "x"), name.last! | 0x20 == UInt8(ascii: "t") else { continue }
+            if value.contains(UInt8(ascii: "%")) {
+                guard let decoded = Self.percentDecoded(value) else { return nil }
+                value = decoded
+            }
+            let prefix = Array("urn:btih:".utf8)
+            guard value.starts(with: prefix) else { continue }
+            let hash = Array(value.dropFirst(prefix.count))
+            let decoded: [UInt8]?
+            switch hash.count {
+            case 40: decoded = Self.decodeHex(hash)
+            case 32: decoded = Self.decodeBase32(hash)
+            default: decoded = nil
+            }
+            guard let decoded, found == nil || found == decoded else { return nil }
+            found = decoded
         }
-        return nil
+        return found
+    }
+
+    /// RFC 3986 percent-decoding; nil for a truncated or non-hex escape.
+    private static func percentDecoded(_ chars: [UInt8]) -> [UInt8]? {
+        var out: [UInt8] = []
+        var i = 0
+        while i < chars.count {
+            if chars[i] == UInt8(ascii: "%") {
+                guard i + 2 < chars.count, let byte = decodeHex(Array(chars[(i + 1)...(i + 2)]))?.first else { return nil }
+                out.append(byte)
+                i += 3
+            } else {
+                out.append(chars[i])
+                i += 1
+            }
+        }
+        return out
     }
 
     public var description: String {
@@ -79,6 +126,7 @@ public struct HashName: Hashable, Sendable, CustomStringConvertible {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = c - UInt8(ascii: "A")
             case UInt8(ascii: "a")...UInt8(ascii: "z"): value = c - UInt8(ascii: "a")
             case UInt8(ascii: "2")...UInt8(ascii: "7"): value = c - UInt8(ascii: "2") + 26
+            case UInt8(ascii: "1"): value = 8   // read as 'I', as libtorrent does
             default: return nil
             }
             buffer = buffer << 5 | UInt64(value)

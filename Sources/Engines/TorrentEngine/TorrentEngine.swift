@@ -75,12 +75,17 @@ public actor TorrentEngine {
         peerEventSink = eventsCont
         let (alerts, alertSink) = AsyncStream<[EngineAlert]>.makeStream()
         pump = AlertPump(session: handle, continuation: alertSink)
-        listenPort = Int(ct_session_listen_port(raw))
+        let boundPort = Int(ct_session_listen_port(raw))
+        listenPort = boundPort
         for node in settings.dhtNodes {
             guard let ep = Self.parseEndpoint(node) else { throw TorrentEngineError.invalidArgument("DHT node \(node)") }
             if let e = TorrentEngineError.check(ct_dht_add_node(raw, ep.host, ep.port, &err), err) { throw e }
             dhtNodes.append(ep)
         }
+        logger.debug("session started", metadata: [
+            "listen": "\(settings.listenInterfaces)", "port": "\(boundPort)", "dht": "\(settings.dhtEnabled)",
+            "magnet-peers": "\(settings.magnetPeers.rawValue)",
+        ])
         pump.start()
         Task { [weak self] in
             for await batch in alerts {
@@ -270,8 +275,7 @@ public actor TorrentEngine {
             torrent: TorrentID(raw: st.torrent.id), infoHash: md.infoHash, fileIndex: file.index,
             fileName: file.path, fileSize: file.size, mimeType: file.mimeType, offset: st.offset, length: length)))
         for p in st.plan!.firstPiece...max(st.plan!.firstPiece, st.plan!.lastPiece) where st.torrent.released.contains(p) {
-            throw TorrentEngineError.torrentFailed(
-                infoHash: md.infoHash, reason: "piece \(p) was already relayed and dropped by another stream")
+            throw TorrentEngineError.pieceAlreadyRelayed(infoHash: md.infoHash, piece: p)
         }
     }
 
@@ -341,8 +345,12 @@ public actor TorrentEngine {
 
     // MARK: - Torrent bookkeeping
 
-    private func add(_ source: TorrentSource, peers: [PeerEndpoint]) throws -> OpenTorrent {
+    private func add(_ source: TorrentSource, peers explicitPeers: [PeerEndpoint]) throws -> OpenTorrent {
         guard !stopped else { throw TorrentEngineError.engineStopped }
+        var peers = explicitPeers
+        if case .magnet(let uri) = source {
+            peers += try allowedMagnetPeers(uri)
+        }
         if let known = Self.infoHash(of: source), let id = torrentsByHash[known], let t = torrents[id] {
             connect(t, peers)
             return t
@@ -377,6 +385,27 @@ public actor TorrentEngine {
         if t.metadata == nil { startMetadataWatch(t) }
         logger.debug("added \(hash) as torrent#\(id)")
         return t
+    }
+
+    /// The magnet's own peers that `settings.magnetPeers` allows; its allowed DHT nodes join the
+    /// routing table (DHT on only). libtorrent never sees the rest (the shim strips them).
+    private func allowedMagnetPeers(_ uri: String) throws -> [PeerEndpoint] {
+        var allowed: [PeerEndpoint] = []
+        var dropped = 0
+        for e in try MagnetEndpoint.parse(uri) {
+            guard settings.magnetPeers.allows(host: e.host), e.port != 0 else { dropped += 1; continue }
+            switch e.kind {
+            case .peer: allowed.append(PeerEndpoint(host: e.host, port: e.port))
+            case .dhtNode:
+                guard settings.dhtEnabled else { continue }
+                var err = ct_error()
+                _ = ct_dht_add_node(session.raw, e.host, e.port, &err)
+            }
+        }
+        if dropped > 0 {
+            logger.debug("ignored \(dropped) peer(s)/DHT node(s) named in a magnet link (magnetPeers: \(settings.magnetPeers.rawValue))")
+        }
+        return allowed
     }
 
     private func connect(_ t: OpenTorrent, _ peers: [PeerEndpoint]) {
@@ -551,7 +580,8 @@ public actor TorrentEngine {
             if let ws = t.pieceWaiters.removeValue(forKey: a.piece) { for c in ws.values { c.resume() } }
         case Int(CT_ALERT_TORRENT_ERROR), Int(CT_ALERT_FILE_ERROR):
             guard let t else { return }
-            logger.warning("torrent \(t.infoHash) error: \(a.message)")
+            // The session-local id, never the info-hash: this level is on by default.
+            logger.warning("torrent error; dropping the torrent", metadata: ["torrent": "#\(t.id)", "error": "\(a.message)"])
             drop(t, because: .torrentFailed(infoHash: t.infoHash, reason: a.message))
         case Int(CT_ALERT_METADATA_FAILED):
             logger.info("metadata from a peer rejected: \(a.message)")
@@ -585,6 +615,10 @@ public actor TorrentEngine {
                 s.queue.append(.progress(.dhtReady))
                 wakeMetadataWaiters(t)
             }
+        case Int(CT_ALERT_ALERTS_DROPPED):
+            // A lost piece_finished leaves its stream waiting until the stall timeout: say so, since
+            // nothing else would show why.
+            logger.warning("libtorrent's alert queue overflowed and dropped alerts; a stream may stall")
         case Int(CT_ALERT_DHT_NODE_REPLY), Int(CT_ALERT_DHT_NODE_PEER), Int(CT_ALERT_DHT_NODE_CONTACT),
              Int(CT_ALERT_DHT_NODE_TIMEOUT):
             dhtReplies[a.cookie]?.add(a)
@@ -725,7 +759,7 @@ public actor TorrentEngine {
         switch source {
         case .infoHash(let h): return h.lowercased()
         case .torrentFile: return nil
-        case .magnet(let uri): return MagnetLink.btih(uri)
+        case .magnet(let uri): return try? MagnetLink.btih(uri)
         }
     }
 }
@@ -829,28 +863,81 @@ struct DHTReplyBuilder {
 
 /// Magnet-link helpers (only what the engine needs before libtorrent parses the link).
 enum MagnetLink {
-    /// The v1 info-hash from `xt=urn:btih:` as lowercase hex (hex or base32 form), if present.
-    static func btih(_ uri: String) -> String? {
-        guard let q = uri.firstIndex(of: "?") else { return nil }
-        for pair in uri[uri.index(after: q)...].split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1)
-            guard kv.count == 2, kv[0].lowercased().hasPrefix("xt") else { continue }
-            let value = kv[1].removingPercentEncoding ?? String(kv[1])
-            guard value.lowercased().hasPrefix("urn:btih:") else { continue }
-            let h = String(value.dropFirst(9))
-            if TorrentSource.isInfoHash(h) { return h.lowercased() }
-            if h.count == 32, let bytes = base32(h) { return bytes.map { String(format: "%02x", $0) }.joined() }
+    /// The v1 info-hash of `xt=urn:btih:` as lowercase hex (hex or base32 form); nil when the link
+    /// names none (e.g. a v2-only `btmh` link). Reads the link exactly as libtorrent 2.0's
+    /// parse_magnet_uri does — case-insensitive names with an optional numeric suffix (`xt.1`),
+    /// percent-decoded values — and throws where libtorrent would fetch a hash we cannot know
+    /// for sure: a malformed btih (libtorrent ignores bad hex digits) or two different btih
+    /// (libtorrent takes the last). PeersmProtocol's `HashName.infohash` implements the same
+    /// reading (this module cannot import it); both are checked against TestSupport's `MagnetVectors`.
+    static func btih(_ uri: String) throws -> String? {
+        var found: String?
+        for value in try xtValues(uri) where value.hasPrefix("urn:btih:") {
+            let h = String(value.dropFirst("urn:btih:".count))
+            let hex: String
+            if h.utf8.count == 40, TorrentSource.isInfoHash(h) {
+                hex = h.lowercased()
+            } else if h.utf8.count == 32, let bytes = base32(h), bytes.count == 20 {
+                hex = bytes.map { String(format: "%02x", $0) }.joined()
+            } else {
+                throw TorrentEngineError.invalidHashName("magnet link whose xt=urn:btih: is neither 40 hex digits nor 32 base32 characters")
+            }
+            if let found, found != hex {
+                throw TorrentEngineError.invalidHashName("magnet link naming two different btih info-hashes")
+            }
+            found = hex
         }
-        return nil
+        return found
     }
 
+    /// The percent-decoded values of the link's `xt` parameters, in order.
+    static func xtValues(_ uri: String) throws -> [String] {
+        var values: [String] = []
+        var rest = Substring(uri.dropFirst("magnet:?".count))
+        while !rest.isEmpty {
+            // libtorrent's order: the name runs to the first '=', then the value to the next '&'.
+            let eq = rest.firstIndex(of: "=") ?? rest.endIndex
+            var name = rest[..<eq]
+            rest = eq == rest.endIndex ? "" : rest[rest.index(after: eq)...]
+            let amp = rest.firstIndex(of: "&") ?? rest.endIndex
+            var value = String(rest[..<amp])
+            rest = amp == rest.endIndex ? "" : rest[rest.index(after: amp)...]
+            if let dot = name.firstIndex(of: "."), name[name.index(after: dot)...].allSatisfy({ ("0"..."9").contains($0) }) {
+                name = name[..<dot]
+            }
+            guard name.lowercased() == "xt" else { continue }
+            if value.contains("%") {
+                guard let decoded = percentDecoded(value) else {
+                    throw TorrentEngineError.invalidHashName("magnet link with a malformed percent-escape in xt")
+                }
+                value = decoded
+            }
+            values.append(value)
+        }
+        return values
+    }
+
+    /// RFC 3986 percent-decoding (UTF-8); nil for a truncated or non-hex escape.
+    static func percentDecoded(_ s: String) -> String? {
+        var out: [UInt8] = []
+        var bytes = Array(s.utf8)[...]
+        while let c = bytes.popFirst() {
+            guard c == UInt8(ascii: "%") else { out.append(c); continue }
+            guard bytes.count >= 2, let byte = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) else { return nil }
+            out.append(byte)
+            bytes = bytes.dropFirst(2)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// RFC 4648 base32 without padding, case-insensitive; '1' reads as 'I' (as libtorrent does).
     static func base32(_ s: String) -> [UInt8]? {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
         var bits = 0, value = 0
         var out: [UInt8] = []
         for ch in s.uppercased() {
-            guard let v = alphabet.firstIndex(of: ch) else { return nil }
-            value = (value << 5) | v
+            guard let v = alphabet.firstIndex(of: ch == "1" ? "I" : ch) else { return nil }
+            value = ((value << 5) | v) & 0xFFFF
             bits += 5
             if bits >= 8 {
                 out.append(UInt8((value >> (bits - 8)) & 0xff))

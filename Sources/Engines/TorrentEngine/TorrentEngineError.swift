@@ -1,5 +1,7 @@
 import CTorrent
 
+/// Errors of the engine. Descriptions never name the torrent (no info-hash, magnet text or torrent
+/// name), because callers log them at default levels; `infoHash` gives it to callers that need it.
 public enum TorrentEngineError: Error, Equatable, CustomStringConvertible {
     /// The hash_name is neither a magnet link nor a 40-hex info-hash (or libtorrent refused it).
     case invalidHashName(String)
@@ -23,19 +25,46 @@ public enum TorrentEngineError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidHashName(let why): return "invalid hash_name: \(why)"
-        case .metadataTimeout(let ih, let s): return "no metadata for \(ih) within \(s) s"
+        case .metadataTimeout(_, let s): return "no metadata for the torrent within \(s) s"
         case .rangeNotSatisfiable(let o, let l, let size):
             return "range offset \(o) length \(l.map(String.init) ?? "to end") is outside the file (\(size) bytes)"
         case .noSuchFile(let i, let n): return "file index \(i) does not exist (torrent has \(n) files)"
-        case .torrentRemoved(let ih): return "torrent \(ih) was removed"
-        case .torrentFailed(let ih, let why): return "torrent \(ih) failed: \(why)"
-        case .stalled(let ih, let p, let s): return "torrent \(ih): piece \(p) did not arrive within \(s) s"
+        case .torrentRemoved: return "the torrent was removed"
+        case .torrentFailed(_, let why): return "the torrent failed: \(why)"
+        case .stalled(_, let p, let s): return "piece \(p) did not arrive within \(s) s"
         case .tooManyTorrents(let n): return "already \(n) torrents open (maxConcurrentTorrents)"
         case .invalidArgument(let why): return "invalid argument: \(why)"
         case .engineStopped: return "the torrent engine has been shut down"
         case .libtorrent(let c, let m): return "libtorrent error \(c): \(m)"
         }
     }
+
+    /// The info-hash (lowercase hex) of the torrent the error concerns, when known. Kept out of
+    /// `description` so that logging an error does not record what a requester asked for.
+    public var infoHash: String? {
+        switch self {
+        case .metadataTimeout(let ih, _), .torrentRemoved(let ih), .torrentFailed(let ih, _), .stalled(let ih, _, _):
+            return TorrentSource.isInfoHash(ih) ? ih : nil
+        default: return nil
+        }
+    }
+
+    /// A stream's range needs a piece that another stream of the same torrent already relayed and
+    /// dropped from memory. Not a swarm failure: retry once that stream has ended (the torrent is
+    /// then removed, and the next stream starts it afresh). Thrown as `torrentFailed` so callers
+    /// that switch over every case keep compiling; test it with `isPieceAlreadyRelayed`.
+    public static func pieceAlreadyRelayed(infoHash: String, piece: Int) -> TorrentEngineError {
+        .torrentFailed(infoHash: infoHash, reason: "piece \(piece) \(alreadyRelayedMark)")
+    }
+
+    /// Whether this is `pieceAlreadyRelayed` (retry later rather than report the torrent failed).
+    public var isPieceAlreadyRelayed: Bool {
+        guard case .torrentFailed(_, let why) = self else { return false }
+        return why.hasSuffix(Self.alreadyRelayedMark)
+    }
+
+    /// Still contains "already relayed", which callers matched before `isPieceAlreadyRelayed`.
+    static let alreadyRelayedMark = "was already relayed and dropped by another stream"
 
     /// Turns a shim return code + message into an error (nil on success).
     static func check(_ rc: Int32, _ err: ct_error) -> TorrentEngineError? {

@@ -19,6 +19,10 @@ public struct TorrentEngineSettings: Sendable {
     public var dhtAllowLocalNodes = false
     /// Keep the trackers named in a magnet/.torrent. Any announce lists our address, so off by default.
     public var useTrackers = false
+    /// Which peers (x.pe) and DHT nodes (dht=) written inside a magnet link are used. The link may
+    /// come from an anonymous requester: by default only public addresses are dialled, never
+    /// loopback or the LAN. Peers passed through the API are not affected.
+    public var magnetPeers: MagnetPeerPolicy = .publicOnly
     /// Bytes of pieces held in memory across all streams; bounds the read-ahead window.
     public var memoryBudget = 64 << 20
     /// Most pieces one stream asks for ahead of its consumer (also bounded by the memory budget).
@@ -38,10 +42,11 @@ public struct TorrentEngineSettings: Sendable {
 
     public init() {}
 
-    /// Settings for loopback tests: TCP only, everything local.
+    /// Settings for loopback tests: TCP only, everything local (a magnet's x.pe seeder is on loopback).
     public static func loopbackTest(dataDirectory: String) -> TorrentEngineSettings {
         var s = TorrentEngineSettings()
         s.enableUTP = false
+        s.magnetPeers = .any
         s.dataDirectory = dataDirectory
         s.dhtAllowLocalNodes = true
         s.stallTimeout = .seconds(60)

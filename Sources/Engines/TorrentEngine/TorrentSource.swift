@@ -11,7 +11,9 @@ public enum TorrentSource: Sendable, Equatable {
     public init(hashName: String) throws {
         let s = hashName.trimmingCharacters(in: .whitespacesAndNewlines)
         if s.lowercased().hasPrefix("magnet:?") {
-            guard s.range(of: "xt=urn:bt", options: .caseInsensitive) != nil else {
+            // Read as libtorrent reads it. A btih that is malformed or ambiguous is refused here:
+            // libtorrent would fetch a hash that the rest (the spy hunt) cannot know.
+            guard try MagnetLink.btih(s) != nil || MagnetLink.xtValues(s).contains(where: { $0.hasPrefix("urn:btmh:") }) else {
                 throw TorrentEngineError.invalidHashName("magnet link without an xt=urn:btih/btmh info-hash")
             }
             self = .magnet(s)

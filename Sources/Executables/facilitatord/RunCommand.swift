@@ -6,6 +6,7 @@ import Logging
 import Metrics
 import NIOPosix
 import Prometheus
+import Requester
 import ServiceLifecycle
 import OnionTransport
 import TOMLKit
@@ -57,6 +58,13 @@ public struct RunCommand: AsyncParsableCommand {
         if printConfig {
             print(settings.summary)
             return
+        }
+        // log_level applies to every logger of the process (the engines', blocklists', relay's and
+        // those the libraries make with their default labels), not only to the daemon's own.
+        LoggingSystem.bootstrap { [level = settings.logLevel] label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
         }
         var logger = Logger(label: "peersm.facilitatord")
         logger.logLevel = settings.logLevel
@@ -148,10 +156,7 @@ public struct RunCommand: AsyncParsableCommand {
             throw await abandon("cannot start the relay on \(settings.relayHost):\(settings.relayPort): \(error)")
         }
         bridge.attach(server)
-        let d = server.descriptor
-        let ed = d.ed25519Identity.map { Data($0.bytes).base64EncodedString() } ?? "-"
-        let spec = "\(d.address):\(d.port):\(d.ntorKey.identity.bytes.map { String(format: "%02X", $0) }.joined()):\(ed):\(Data(d.ntorKey.onionKey).base64EncodedString())"
-        print("relay \(spec)")
+        print("relay \(RelaySpec.format(server.descriptor))")
         print("facilitator key \(Data(key.publicKey.rawRepresentation).base64EncodedString())")
         if let metrics, let ip = metrics.localAddress.ipAddress, let port = metrics.localAddress.port {
             print("metrics http://\(ip.contains(":") ? "[\(ip)]" : ip):\(port)/metrics")
@@ -282,7 +287,7 @@ struct DaemonConfig {
             if let v = try r.int(f, "max_buffered_messages", 8...100_000) { facilitator.maxBufferedMessages = v }
         }
         if let t = try r.table(root, "torrent") {
-            try r.known(t, ["listen", "accept_incoming", "utp", "dht", "dht_bootstrap_nodes", "use_trackers",
+            try r.known(t, ["listen", "accept_incoming", "utp", "dht", "dht_bootstrap_nodes", "use_trackers", "magnet_peers",
                             "memory_budget_mib", "metadata_timeout_seconds", "max_torrents", "connections_limit"], in: "torrent.")
             if let v = try r.string(t, "listen") { torrent.listenInterfaces = v }
             if let v = try r.bool(t, "accept_incoming") { torrent.acceptIncoming = v }
@@ -290,6 +295,12 @@ struct DaemonConfig {
             if let v = try r.bool(t, "dht") { torrent.dhtEnabled = v }
             if let v = try r.strings(t, "dht_bootstrap_nodes") { torrent.dhtBootstrapNodes = v }
             if let v = try r.bool(t, "use_trackers") { torrent.useTrackers = v }
+            if let v = try r.string(t, "magnet_peers") {
+                guard let policy = MagnetPeerPolicy(rawValue: v) else {
+                    throw r.fail("torrent.magnet_peers", "one of \(MagnetPeerPolicy.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+                }
+                torrent.magnetPeers = policy
+            }
             if let v = try r.int(t, "memory_budget_mib", 4...65536) { torrent.memoryBudget = v << 20 }
             if let v = try r.int(t, "metadata_timeout_seconds", 1...3600) { torrent.metadataTimeout = .seconds(v) }
             if let v = try r.int(t, "max_torrents", 1...10_000) { torrent.maxConcurrentTorrents = v }
@@ -353,6 +364,7 @@ struct DaemonConfig {
         dht = \(torrent.dhtEnabled)
         dht_bootstrap_nodes = [\(torrent.dhtBootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
         use_trackers = \(torrent.useTrackers)
+        magnet_peers = "\(torrent.magnetPeers.rawValue)"
         memory_budget_mib = \(torrent.memoryBudget >> 20)
         metadata_timeout_seconds = \(torrent.metadataTimeout.components.seconds)
         max_torrents = \(torrent.maxConcurrentTorrents)

@@ -100,6 +100,7 @@ struct Demo: AsyncParsableCommand {
         settings.enableUTP = false  // uTP's congestion control throttles loopback
         settings.dataDirectory = work.appendingPathComponent("engine").path
         settings.dhtAllowLocalNodes = true
+        settings.magnetPeers = .any  // the demo's magnet names its loopback seeder as x.pe
         settings.metadataTimeout = .seconds(30)
         let engine = try TorrentEngine(settings: settings)
         let key = try SigningKeyStore.loadOrCreate(in: work.appendingPathComponent("facilitator"))

@@ -43,7 +43,7 @@ public actor BlocklistService {
     public nonisolated let hunter: SpyHunter
     private let salt: [UInt8]
     private let now: @Sendable () -> Date
-    private let logger: Logger
+    let logger: Logger
     private var sinks: [ObjectIdentifier: any IPFilterSink] = [:]
     private var unionCache: IPRangeSet?
     /// The store generation the cached union was built from.

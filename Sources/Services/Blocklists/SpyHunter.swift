@@ -125,7 +125,7 @@ public struct SpyHunter: Sendable {
         trusted.shuffle(using: &rng)
 
         let convictedSoFar = convicted
-        let blocked: (IPAddress) -> Bool = { convictedSoFar.contains($0) || isBlocked($0) }
+        let blocked: @Sendable (IPAddress) -> Bool = { convictedSoFar.contains($0) || isBlocked($0) }
         var peers: [IPEndpoint] = [], droppedLeading = 0, droppedBlocked = 0
         func take(_ reply: DHTResponse) {
             guard !blocked(reply.node.address) else { return }
@@ -135,10 +135,21 @@ public struct SpyHunter: Sendable {
             droppedBlocked += f.droppedBlocked.count
         }
         if trusted.isEmpty {
-            // No clean close node (a small or young DHT): fall back to an ordinary walk, filtered alike.
-            for reply in try await lookup.getPeers(infohash: infohash) { take(reply) }
+            // No clean close node (a small or young DHT): fall back to a walk for the real hash,
+            // filtered alike. It is walked here, one query at a time, so that no node convicted a
+            // moment ago (or blocked) is ever sent the real hash, whatever `lookup` checks itself.
+            // It starts from the nodes the fake walk met: the fake hash shares the real one's
+            // prefix, so they are already close to it.
+            var start: [IPEndpoint] = []
+            for reply in walk {
+                for node in [reply.node] + reply.nodes.map(\.endpoint) where !blocked(node.address) && !start.contains(node) {
+                    start.append(node)
+                }
+            }
+            let fallback = IterativeDHTLookup(querier: AvoidingQuerier(lookup: lookup, start: start, avoid: blocked))
+            for reply in try await fallback.getPeers(infohash: infohash) { take(reply) }
         } else {
-            for node in trusted {
+            for node in trusted where !blocked(node.address) {
                 if let reply = try await Self.ask(lookup, infohash, node) { take(reply) }
             }
         }
@@ -152,6 +163,18 @@ public struct SpyHunter: Sendable {
         peers.shuffle(using: &rng)
         return HuntResult(fakeInfohash: fake, detections: detections, peers: peers, trustedNodes: trusted,
                           droppedLeading: droppedLeading, droppedBlocked: droppedBlocked)
+    }
+
+    /// Single queries through `lookup` that are never sent to an avoided node (it counts as silent).
+    struct AvoidingQuerier<Lookup: DHTPeerLookup>: DHTDirectQuerying {
+        let lookup: Lookup
+        let start: [IPEndpoint]
+        let avoid: @Sendable (IPAddress) -> Bool
+        func startingNodes() async throws -> [IPEndpoint] { start }
+        func getPeers(infohash: [UInt8], from node: IPEndpoint) async throws -> DHTResponse? {
+            guard !avoid(node.address) else { return nil }
+            return try await SpyHunter.ask(lookup, infohash, node)
+        }
     }
 
     /// One direct query; a node that errors is treated like one that did not answer (one bad node

@@ -195,7 +195,8 @@ extension BlocklistService {
                        infohash: @escaping @Sendable (TorrentID) async -> [UInt8]? = { _ in nil },
                        forward: (@Sendable (PeerEvent) async -> Void)? = nil) async throws -> Task<Void, Never> {
         try await register(engine)
-        let logger = Logger(label: "peersm.blocklists.engine")
+        var logger = Logger(label: "peersm.blocklists.engine")
+        logger.logLevel = self.logger.logLevel
         return Task { [weak self] in
             for await event in engine.peerEvents {
                 guard let self else { return }
