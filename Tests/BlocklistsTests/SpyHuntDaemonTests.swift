@@ -12,7 +12,8 @@ import Testing
         let relaySpec: String
         let database: String
 
-        static func start(_ dir: TemporaryDirectory, _ extraConfig: String) async throws -> Daemon {
+        static func start(_ dir: TemporaryDirectory, _ extraConfig: String, magnetPeers: String = "any",
+                          resolveTimeout: Int = 60) async throws -> Daemon {
             let exe = try #require(CLI.binary, "facilitatord is not built beside the tests (swift build)")
             let db = dir.url.appendingPathComponent("state/facilitator.sqlite").path
             let config = try writeFile(dir, "facilitatord.toml", """
@@ -22,13 +23,13 @@ import Testing
                 host = "127.0.0.1"
                 port = \(freePort())
                 [facilitator]
-                resolve_timeout_seconds = 60
+                resolve_timeout_seconds = \(resolveTimeout)
                 stall_timeout_seconds = 30
                 [torrent]
                 listen = "127.0.0.1:0"
                 utp = false
                 dht = false
-                magnet_peers = "any"
+                magnet_peers = "\(magnetPeers)"
                 \(extraConfig)
                 """.replacingOccurrences(of: "[blocklists]", with: "[blocklists]\ndatabase = \"\(db)\"\npoll_seconds = 1"))
             let p = try ChildProcess(exe, ["run", "--config", config], directory: dir.url.appendingPathComponent("run"),
@@ -141,6 +142,48 @@ import Testing
         #expect(named.out.contains("listed-for-fake-infohash"), "\(named.out)\(named.err)")
         let seeder = try CLI.run(["blocklist", "check", "127.0.0.3", "--db", daemon.database])
         #expect(!seeder.out.contains("fake-infohash"), "an honest seeder was convicted: \(seeder.out)")
+        daemon.process.stop(grace: .seconds(10))
+    }
+
+    /// DHT values come from nodes anyone runs: under the default `magnet_peers = "public"` the
+    /// hunt's loopback peers are not dialled (a poisoned DHT answer cannot point the exit at its
+    /// LAN), so the fetch ends with DB_END UNAVAILABLE after the resolve timeout.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func daemonDoesNotDialHuntedPeersOnPrivateAddressesByDefault() async throws {
+        let dir = try TemporaryDirectory("spy-daemon-public")
+        let fixture = try TorrentFixture(in: dir.url, name: "private.bin", size: 100_000, pieceKiB: 16, seed: 4343)
+        let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: dir.url, name: "honest-dht")
+        defer { honest.process.stop() }
+        let honestNode = "127.0.0.5:\(honest.port)"
+        // Two seeders: the hunt drops the head of each value list (spies put themselves first).
+        let seed = try await EngineRig.dhtNode(host: "127.0.0.3", knowing: [honestNode], seeding: fixture,
+                                               directory: dir.url, name: "seed")
+        defer { seed.process.stop() }
+        let seedB = try await EngineRig.dhtNode(host: "127.0.0.6", knowing: [honestNode], seeding: fixture,
+                                                directory: dir.url, name: "seed-b")
+        defer { seedB.process.stop() }
+        let realHash = EngineRig.unhex(fixture.infoHash)
+        let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
+        let seeders = Set(["127.0.0.3:\(seed.port)", "127.0.0.6:\(seedB.port)"])
+        let announced = try await EngineRig.eventually(.seconds(60)) {
+            let values = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
+            return seeders.isSubset(of: values)
+        }
+        try #require(announced, "the honest DHT node never learned both seeders")
+
+        let daemon = try await Daemon.start(dir, """
+            [blocklists]
+            hunt = true
+            hunt_bootstrap_nodes = ["\(honestNode)"]
+            hunt_timeout_seconds = 10
+            """, magnetPeers: "public", resolveTimeout: 15)
+        defer { daemon.process.stop() }
+        let out = dir.url.appendingPathComponent("fetched.bin")
+        let fetch = try await daemon.fetch(fixture.infoHash, to: out)
+        // The hunt did find the seeder, and the fetch still never reached it.
+        let hunt = try #require(daemon.lines(containing: "spy hunt found peers").first, "\(daemon.process.log)")
+        #expect((Self.metadata("peers", in: hunt) ?? 0) >= 1, "\(hunt)")
+        #expect(fetch.status != 0 && fetch.log.contains("UNAVAILABLE"), "\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         daemon.process.stop(grace: .seconds(10))
     }
 

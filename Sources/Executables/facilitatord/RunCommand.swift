@@ -137,7 +137,9 @@ public struct RunCommand: AsyncParsableCommand {
             }
         }
         let bridge = FacilitatorRelayBridge()
-        let service = FacilitatorService(source: TorrentContentSource(engine: engine, peerDiscovery: hunting?.peerDiscovery),
+        let source = TorrentContentSource(engine: engine,
+                                          peerDiscovery: hunting?.peerDiscovery(allowing: settings.torrent.magnetPeers))
+        let service = FacilitatorService(source: source,
                                          signingKey: key,
                                          transport: bridge, configuration: settings.facilitator, logger: logger)
         bridge.attach(service)

@@ -74,8 +74,10 @@ struct SpyHunting {
         return SpyHunting(engine: engine, discovery: discovery, link: link)
     }
 
-    var peerDiscovery: @Sendable ([UInt8]) async -> [PeerEndpoint] {
-        { [discovery] in await discovery.peers(for: $0) }
+    /// The hunt's peers, under the same address policy as a magnet's own peers: DHT values come from
+    /// nodes anyone can run, so a poisoned answer must not make the exit dial its LAN either.
+    func peerDiscovery(allowing policy: MagnetPeerPolicy) -> @Sendable ([UInt8]) async -> [PeerEndpoint] {
+        { [discovery] in await discovery.peers(for: $0).filter { policy.allows(host: $0.host) } }
     }
 
     func shutdown() async {
