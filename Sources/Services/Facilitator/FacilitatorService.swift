@@ -321,7 +321,10 @@ public actor FacilitatorService {
         guard let entry = live(key, generation) else { return }
         if error is CancellationError { return }
         let reason = (error as? ContentError)?.reason ?? .unavailable
-        logger.info("\(key): content failed: \(error)")
+        // The error's text can name the torrent (engine errors carry the magnet or infohash): only the
+        // DB_END reason is logged where operators keep logs; the detail is for debugging.
+        logger.info("\(key): content failed: DB_END \(reason)")
+        logger.debug("\(key): content failure detail: \(error)")
         perform(entry.machine.contentFailed(reason), key, entry)
     }
 
