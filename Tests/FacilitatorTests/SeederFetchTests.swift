@@ -141,6 +141,42 @@ import TorrentEngine
     }
 }
 
+/// Info queries leave a torrent hold for the data query that usually follows; idle holds must never
+/// make a live query BUSY. An engine with room for one torrent: the second name's query evicts the
+/// first name's hold instead of being refused.
+@Suite(.serialized) struct IdleHoldSeederTests {
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func anIdleInfoHoldNeverMakesALiveQueryBusy() async throws {
+        let scratch = try TemporaryDirectory("peersm-idle-holds")
+        var fixtures: [TorrentFixture] = []
+        var seeders: [Seeder] = []
+        defer { for seeder in seeders { seeder.stop() } }
+        for i in 0..<2 {
+            let dir = scratch.url.appendingPathComponent("seed\(i)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let fixture = try TorrentFixture(in: dir, name: "payload\(i).bin", size: 100_000 + i, pieceKiB: 64)
+            fixtures.append(fixture)
+            seeders.append(try await Seeder.start(.aria2, seeding: fixture, directory: dir))
+        }
+        var settings = TorrentEngineSettings.loopbackTest(dataDirectory: scratch.url.appendingPathComponent("engine").path)
+        settings.maxConcurrentTorrents = 1
+        let engine = try TorrentEngine(settings: settings)
+        let rig = try LoopbackRig(source: TorrentContentSource(engine: engine, linger: .seconds(60)))
+        let outcome: Result<[FileInfo], Error> = await Result(asyncCatching: {
+            var infos: [FileInfo] = []
+            for (fixture, seeder) in zip(fixtures, seeders) {
+                let name = try HashName(magnet: "\(fixture.magnet)&x.pe=\(seeder.host):\(seeder.port)")
+                infos.append(try await rig.requester().fileInfo(name))
+            }
+            return infos
+        })
+        await rig.stop()
+        await engine.shutdown()
+        let infos = try outcome.get()
+        #expect(infos.map(\.size) == [100_000, 100_001])
+    }
+}
+
 final class WordLog: @unchecked Sendable {
     private let lock = NSLock()
     private var list: [String] = []

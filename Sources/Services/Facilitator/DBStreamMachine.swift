@@ -8,8 +8,11 @@ import PeersmProtocol
 /// on peer input.
 ///
 /// Buffering is bounded: the machine asks for content only while fewer than `maxBufferedMessages`
-/// DB_DATA wait for the DB stream window (`wantsContent`), and it sends no DB_DATA beyond that window;
-/// the circuit window then bounds what the relay queues to the window's 1000 cells per stream.
+/// DB_DATA wait to be sent (`wantsContent`), and it sends DB_DATA only within the DB stream window and
+/// while the transport is not blocked. The DB window alone does not bound what the relay queues: it
+/// counts a message as sent when queued, and a requester can send DB_SENDMEs while withholding the
+/// circuit SENDMEs that would let the queue drain. So the owner also reports when the relay's
+/// circuit queue is full (`transportBlocked`) and when it drained (`transportWritable`).
 public struct DBStreamMachine: @unchecked Sendable {
     // @unchecked Sendable: the Ed25519 private key is an immutable swift-crypto value not yet
     // annotated Sendable (as in ChunkSigner).
@@ -39,6 +42,8 @@ public struct DBStreamMachine: @unchecked Sendable {
     private var outbox: [DBData] = []
     private var outboxHead = 0
     private var sourceDone = false
+    /// The relay's queue for this circuit is full: hold DB_DATA (see the type's comment).
+    public private(set) var isTransportBlocked = false
     private var lastProgress: ProgressState?
     public private(set) var sentData = 0
     public private(set) var sentDataBytes = 0
@@ -161,6 +166,20 @@ public struct DBStreamMachine: @unchecked Sendable {
         }
     }
 
+    /// The relay's circuit queue is full: send no more DB_DATA until `transportWritable`. Buffered
+    /// messages then fill to `maxBufferedMessages` and `wantsContent` turns false (stop reading).
+    public mutating func transportBlocked() {
+        isTransportBlocked = true
+    }
+
+    /// The relay's circuit queue drained: send what the DB window allows.
+    public mutating func transportWritable() -> [Action] {
+        guard isTransportBlocked else { return [] }
+        isTransportBlocked = false
+        guard phase == .serving else { return [] }
+        return drain()
+    }
+
     /// The stream or circuit is gone under us (RELAY_END, DESTROY): nothing more can be sent.
     public mutating func transportClosed() -> [Action] {
         guard phase != .done else { return [] }
@@ -197,7 +216,7 @@ public struct DBStreamMachine: @unchecked Sendable {
     /// Sends what the DB window allows; ends the stream once the whole answer is out.
     private mutating func drain() -> [Action] {
         var actions: [Action] = []
-        while outboxHead < outbox.count, window.canSend {
+        while outboxHead < outbox.count, window.canSend, !isTransportBlocked {
             let message = outbox[outboxHead]
             outboxHead += 1
             try? window.didSend()  // canSend was checked

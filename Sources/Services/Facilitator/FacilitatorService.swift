@@ -13,12 +13,22 @@ public protocol FacilitatorTransport: Sendable {
     /// Several messages for one stream, in order. A bulk answer is hundreds of DB_DATA at a time:
     /// a runtime should move them to its event loop in one hop (the default sends them one by one).
     func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)])
+    /// Asked after every send: false once the relay holds enough for `circuit` (its window is closed
+    /// and its queue full). The service then sends no DB_DATA on the circuit's streams until the runtime
+    /// calls `FacilitatorService.circuitWritable(_:)`, which it must do once the queue drains.
+    /// Default: always writable (a runtime with its own bound).
+    func isWritable(circuit: RelayCircuitID) -> Bool
+    /// The stream is over for the service (its DB_END was sent or received): the relay may forget it
+    /// without waiting for the requester's RELAY_END. Called after the stream's last `send`.
+    func endStream(circuit: RelayCircuitID, streamID: UInt16)
 }
 
 extension FacilitatorTransport {
     public func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
         for message in batch { send(circuit: circuit, streamID: streamID, command: message.command, body: message.body) }
     }
+    public func isWritable(circuit: RelayCircuitID) -> Bool { true }
+    public func endStream(circuit: RelayCircuitID, streamID: UInt16) {}
 }
 
 public struct FacilitatorConfiguration: Sendable {
@@ -69,6 +79,8 @@ public actor FacilitatorService {
 
     private var streams: [StreamKey: Entry] = [:]
     private var perCircuit: [RelayCircuitID: Int] = [:]
+    /// Circuits whose relay queue is full (`FacilitatorTransport.isWritable` said false).
+    private var blockedCircuits: Set<RelayCircuitID> = []
     private var nextGeneration: UInt64 = 1
     private var stopped = false
     private let clock = ContinuousClock()
@@ -122,6 +134,7 @@ public actor FacilitatorService {
         let entry = Entry(
             machine: DBStreamMachine(query: query, signingKey: self.key, maxBufferedMessages: configuration.maxBufferedMessages),
             generation: nextGeneration, now: clock.now)
+        if blockedCircuits.contains(circuit) { entry.machine.transportBlocked() }
         nextGeneration += 1
         streams[key] = entry
         perCircuit[circuit, default: 0] += 1
@@ -137,8 +150,19 @@ public actor FacilitatorService {
         perform(entry.machine.transportClosed(), key, entry)
     }
 
+    /// The relay's queue for `circuit` drained after `isWritable` said false: its streams send again.
+    public func circuitWritable(_ circuit: RelayCircuitID) {
+        guard blockedCircuits.remove(circuit) != nil else { return }
+        for (key, entry) in streams where key.circuit == circuit {
+            // Sending may fill the queue again: the streams not reached yet stay blocked.
+            guard !blockedCircuits.contains(circuit) else { break }
+            perform(entry.machine.transportWritable(), key, entry)
+        }
+    }
+
     /// The circuit is gone (DESTROY, channel lost): every stream on it stops its torrent work.
     public func circuitClosed(_ circuit: RelayCircuitID) {
+        blockedCircuits.remove(circuit)
         for (key, entry) in streams where key.circuit == circuit {
             perform(entry.machine.transportClosed(), key, entry)
         }
@@ -155,7 +179,12 @@ public actor FacilitatorService {
     private func perform(_ actions: [DBStreamMachine.Action], _ key: StreamKey, _ entry: Entry) {
         // The messages of one call leave together, in order (one hop to the relay's event loop).
         var outgoing: [PeersmMessage] = []
-        defer { send(key, outgoing) }
+        var released: [StreamKey] = []
+        defer {
+            send(key, outgoing)
+            // After the stream's last message: the relay frees it without the requester's RELAY_END.
+            for key in released { transport.endStream(circuit: key.circuit, streamID: key.streamID) }
+        }
         for action in actions {
             switch action {
             case .send(let message):
@@ -168,6 +197,7 @@ public actor FacilitatorService {
                 stopContent(entry)
             case .finished(let reason, let byRequester):
                 streams[key] = nil
+                released.append(key)
                 if let n = perCircuit[key.circuit] { perCircuit[key.circuit] = n > 1 ? n - 1 : nil }
                 metrics.ended(reason: reason, byRequester: byRequester)
                 metrics.activeStreams(streams.count)
@@ -214,10 +244,22 @@ public actor FacilitatorService {
         } else if !batch.isEmpty {
             transport.send(circuit: key.circuit, streamID: key.streamID, batch: batch)
         }
+        if !blockedCircuits.contains(key.circuit), !transport.isWritable(circuit: key.circuit) {
+            block(key.circuit)
+        }
     }
 
+    /// The relay's queue for `circuit` is full: every stream on it holds its DB_DATA (and, once its
+    /// buffer is full, stops reading its source) until `circuitWritable`.
+    private func block(_ circuit: RelayCircuitID) {
+        blockedCircuits.insert(circuit)
+        for (key, entry) in streams where key.circuit == circuit { entry.machine.transportBlocked() }
+    }
+
+    /// Answers a query that gets no stream of its own (refused), and frees its relay stream.
     private func reply(_ key: StreamKey, _ reason: DBEndReason) {
         send(key, .end(DBEnd(reason: reason)))
+        transport.endStream(circuit: key.circuit, streamID: key.streamID)
         metrics.ended(reason: reason, byRequester: false)
     }
 
@@ -279,7 +321,10 @@ public actor FacilitatorService {
         guard let entry = live(key, generation) else { return }
         if error is CancellationError { return }
         let reason = (error as? ContentError)?.reason ?? .unavailable
-        logger.info("\(key): content failed: \(error)")
+        // The error's text can name the torrent (engine errors carry the magnet or infohash): only the
+        // DB_END reason is logged where operators keep logs; the detail is for debugging.
+        logger.info("\(key): content failed: DB_END \(reason)")
+        logger.debug("\(key): content failure detail: \(error)")
         perform(entry.machine.contentFailed(reason), key, entry)
     }
 

@@ -33,15 +33,18 @@ public struct TorrentContentSource: ContentSource {
     /// running torrent.
     public let peerDiscovery: PeerDiscovery?
     public typealias PeerDiscovery = @Sendable (_ infohash: [UInt8]) async -> [PeerEndpoint]
-    private let lingering = LingeringHolds()
-    private let parked = ParkedStreams()
+    /// Info-query holds and parked streams, together at most `maxIdleTorrents`.
+    private let idle: IdleTorrents
 
+    /// - Parameter maxIdleTorrents: holds and parked streams kept at once (keep it below the engine's
+    ///   `maxConcurrentTorrents`; a live query the engine has no room for evicts them anyway).
     public init(engine: TorrentEngine, extraPeers: [PeerEndpoint] = [], linger: Duration = .seconds(30),
-                peerDiscovery: PeerDiscovery? = nil) {
+                maxIdleTorrents: Int = 8, peerDiscovery: PeerDiscovery? = nil) {
         self.engine = engine
         self.extraPeers = extraPeers
         self.linger = linger
         self.peerDiscovery = peerDiscovery
+        self.idle = IdleTorrents(capacity: maxIdleTorrents) { [engine] id in await engine.close(id) }
     }
 
     /// The engine's name for a hash_name: the magnet link, or the infohash as 40 hex digits.
@@ -57,7 +60,7 @@ public struct TorrentContentSource: ContentSource {
     public func open(_ name: HashName, readFrom: UInt64?, progress: @escaping @Sendable (ProgressState) async -> Void) async throws -> any ContentFile {
         let engineName = try Self.engineName(name)
         let offset = readFrom ?? 0
-        if readFrom != nil, let reader = parked.take(engineName, at: offset) {
+        if readFrom != nil, let reader = idle.takeParked(engineName, at: offset) {
             if let discover = peerDiscovery, let infohash = name.infohash {
                 let (engine, torrent, known) = (engine, reader.torrent, extraPeers)
                 Task {
@@ -74,6 +77,7 @@ public struct TorrentContentSource: ContentSource {
             peers += await discover(infohash).filter { !peers.contains($0) }
         }
         var attempt = 0
+        var busyAttempts = 0
         while true {
             do {
                 let events = try await engine.stream(engineName, offset: Int64(clamping: offset),
@@ -86,11 +90,13 @@ public struct TorrentContentSource: ContentSource {
                     case .ready(let info):
                         if readFrom == nil, linger > .zero {
                             // Keep the torrent (and its peer connections) for the data query: removing
-                            // and re-adding the same torrent at once has stalled range streams.
-                            if let (id, _) = try? await engine.open(engineName, peers: peers) {
-                                lingering.put(engineName, id, engine: engine, for: linger)
+                            // and re-adding the same torrent at once has stalled range streams. One
+                            // hold per name: a repeated info query only extends it.
+                            if !idle.refreshHold(engineName, for: linger),
+                               let (id, _) = try? await engine.open(engineName, peers: peers) {
+                                idle.putHold(engineName, id, for: linger)
                             }
-                        } else if let held = lingering.take(engineName) {
+                        } else if let held = idle.takeHold(engineName) {
                             // Our range stream holds the torrent now: give back the info query's hold.
                             await engine.close(held)
                         }
@@ -111,8 +117,16 @@ public struct TorrentContentSource: ContentSource {
                 // pieces the engine dropped after relaying them; once that stream ends the torrent goes.
                 // A parked stream of this torrent is past those pieces and would hold it for `linger`.
                 attempt += 1
-                parked.drop(engineName)
+                idle.dropParked(engineName)
                 try await Task.sleep(for: .milliseconds(100))
+            } catch TorrentEngineError.tooManyTorrents(let limit) where busyAttempts < 20 {
+                // Idle holds and parked streams must not make a live query BUSY: free the oldest and
+                // retry (the engine lets a torrent go shortly after its last stream ends). With nothing
+                // idle to free on the first refusal, live queries fill the engine: BUSY it is.
+                busyAttempts += 1
+                let freed = await idle.evictOldest()
+                guard freed || busyAttempts > 1 else { throw Self.contentError(TorrentEngineError.tooManyTorrents(limit: limit)) }
+                try await Task.sleep(for: .milliseconds(50))
             } catch {
                 throw Self.contentError(error)
             }
@@ -120,8 +134,8 @@ public struct TorrentContentSource: ContentSource {
     }
 
     private func parkHook(_ engineName: String) -> @Sendable (RangeReader) -> Void {
-        let (parked, linger) = (parked, linger)
-        return { reader in parked.put(engineName, reader, for: linger) }
+        let (idle, linger) = (idle, linger)
+        return { reader in idle.park(engineName, reader, for: linger) }
     }
 
     static func contentError(_ error: Error) -> Error {
@@ -233,83 +247,138 @@ final class TorrentRangeFile: ContentFile, @unchecked Sendable {
     func close() async { _ = takeReader() }
 }
 
-/// Engine streams of data queries that read their whole range, by engine name and the file offset
-/// they stopped at, until the next query takes them or `linger` passes.
-final class ParkedStreams: @unchecked Sendable {
+/// What queries leave behind for the query that usually follows, by engine name: an info query's
+/// torrent hold (`engine.open`), or a finished data query's parked range stream. Bounded so that
+/// idle torrents cannot crowd out live queries: at most one hold and one parked stream per name, at
+/// most `capacity` in all (the oldest goes first when a new one needs the slot), and `evictOldest`
+/// lets a query that the engine refused for lack of room (`tooManyTorrents`) free one and retry.
+/// Each entry also expires after its linger time. Thread-safe.
+final class IdleTorrents: @unchecked Sendable {
     // @unchecked: all state is guarded by `lock`.
+    enum Item {
+        case hold(TorrentID)
+        case parked(RangeReader)
+    }
+    private struct Entry {
+        var name: String
+        var item: Item
+        var serial: UInt64
+        var isHold: Bool { if case .hold = item { true } else { false } }
+    }
+
+    let capacity: Int
+    /// Gives an evicted or expired hold back to the engine.
+    private let closeHold: @Sendable (TorrentID) async -> Void
     private let lock = NSLock()
-    private var streams: [String: [(position: UInt64, reader: RangeReader, serial: UInt64)]] = [:]
+    /// Oldest first; short (at most `capacity`).
+    private var entries: [Entry] = []
     private var serial: UInt64 = 0
 
-    func put(_ name: String, _ reader: RangeReader, for linger: Duration) {
-        lock.lock()
-        serial += 1
-        let mine = serial
-        streams[name, default: []].append((reader.position, reader, mine))
-        lock.unlock()
-        Task {
-            try? await Task.sleep(for: linger)
-            _ = self.remove(name) { $0.serial == mine }  // dropping it ends the engine stream
+    init(capacity: Int, closeHold: @escaping @Sendable (TorrentID) async -> Void) {
+        self.capacity = max(0, capacity)
+        self.closeHold = closeHold
+    }
+
+    var count: Int { lock.withLock { entries.count } }
+
+    /// Whether an info query's hold of `name` is kept; if so its linger restarts (the caller then
+    /// needs no hold of its own).
+    func refreshHold(_ name: String, for linger: Duration) -> Bool {
+        let mine: UInt64? = lock.withLock {
+            guard let index = entries.firstIndex(where: { $0.name == name && $0.isHold }) else { return nil }
+            var entry = entries.remove(at: index)
+            serial += 1
+            entry.serial = serial
+            entries.append(entry)  // now the newest
+            return serial
         }
-    }
-
-    func take(_ name: String, at position: UInt64) -> RangeReader? {
-        remove(name) { $0.position == position }
-    }
-
-    /// Ends every parked stream of `name`.
-    func drop(_ name: String) {
-        lock.lock()
-        let dropped = streams.removeValue(forKey: name)
-        lock.unlock()
-        _ = dropped  // released outside the lock
-    }
-
-    private func remove(_ name: String, where match: ((position: UInt64, reader: RangeReader, serial: UInt64)) -> Bool) -> RangeReader? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let index = streams[name]?.firstIndex(where: match) else { return nil }
-        let entry = streams[name]!.remove(at: index)
-        if streams[name]!.isEmpty { streams[name] = nil }
-        return entry.reader
-    }
-}
-
-/// Torrent holds left by info queries, by engine name: given back by the next query of the same
-/// torrent once its own stream holds it, or after the linger time.
-final class LingeringHolds: @unchecked Sendable {
-    // @unchecked: all state is guarded by `lock`.
-    private let lock = NSLock()
-    private var holds: [String: [(id: TorrentID, serial: UInt64)]] = [:]
-    private var serial: UInt64 = 0
-
-    func put(_ name: String, _ id: TorrentID, engine: TorrentEngine, for linger: Duration) {
-        lock.lock()
-        serial += 1
-        let mine = serial
-        holds[name, default: []].append((id, mine))
-        lock.unlock()
-        Task {
-            try? await Task.sleep(for: linger)
-            if self.remove(name, serial: mine) { await engine.close(id) }
-        }
-    }
-
-    func take(_ name: String) -> TorrentID? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard var list = holds[name], !list.isEmpty else { return nil }
-        let first = list.removeFirst()
-        holds[name] = list.isEmpty ? nil : list
-        return first.id
-    }
-
-    private func remove(_ name: String, serial: UInt64) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let index = holds[name]?.firstIndex(where: { $0.serial == serial }) else { return false }
-        holds[name]!.remove(at: index)
-        if holds[name]!.isEmpty { holds[name] = nil }
+        guard let mine else { return false }
+        expire(mine, after: linger)
         return true
+    }
+
+    /// Keeps an info query's hold for `linger`. A hold of the same name already kept is given back.
+    func putHold(_ name: String, _ id: TorrentID, for linger: Duration) {
+        put(Entry(name: name, item: .hold(id), serial: 0), for: linger)
+    }
+
+    /// Gives back the hold of `name` to its caller (whose own stream now holds the torrent).
+    func takeHold(_ name: String) -> TorrentID? {
+        guard case .hold(let id)? = remove(where: { $0.name == name && $0.isHold }) else { return nil }
+        return id
+    }
+
+    /// Parks a data query's stream for `linger`. A stream of the same name already parked is ended.
+    func park(_ name: String, _ reader: RangeReader, for linger: Duration) {
+        put(Entry(name: name, item: .parked(reader), serial: 0), for: linger)
+    }
+
+    func takeParked(_ name: String, at position: UInt64) -> RangeReader? {
+        let taken = remove { entry in
+            guard entry.name == name, case .parked(let reader) = entry.item else { return false }
+            return reader.position == position
+        }
+        guard case .parked(let reader)? = taken else { return nil }
+        return reader
+    }
+
+    /// Ends the parked stream of `name`, if any.
+    func dropParked(_ name: String) {
+        _ = remove(where: { $0.name == name && !$0.isHold })
+    }
+
+    /// Frees the oldest entry (for a live query the engine has no room for). False if none was left.
+    func evictOldest() async -> Bool {
+        let victim: Entry? = lock.withLock { entries.isEmpty ? nil : entries.removeFirst() }
+        guard let victim else { return false }
+        await release([victim])
+        return true
+    }
+
+    private func put(_ new: Entry, for linger: Duration) {
+        guard capacity > 0 else {
+            Task { await self.release([new]) }
+            return
+        }
+        let (victims, mine): ([Entry], UInt64) = lock.withLock {
+            var victims: [Entry] = []
+            if let index = entries.firstIndex(where: { $0.name == new.name && $0.isHold == new.isHold }) {
+                victims.append(entries.remove(at: index))
+            }
+            while entries.count >= capacity { victims.append(entries.removeFirst()) }
+            serial += 1
+            var entry = new
+            entry.serial = serial
+            entries.append(entry)
+            return (victims, serial)
+        }
+        if !victims.isEmpty { Task { await self.release(victims) } }
+        expire(mine, after: linger)
+    }
+
+    private func expire(_ serial: UInt64, after linger: Duration) {
+        Task {
+            try? await Task.sleep(for: linger)
+            let gone: Entry? = self.lock.withLock {
+                guard let index = self.entries.firstIndex(where: { $0.serial == serial }) else { return nil }
+                return self.entries.remove(at: index)
+            }
+            if let gone { await self.release([gone]) }
+        }
+    }
+
+    private func remove(where match: (Entry) -> Bool) -> Item? {
+        lock.withLock {
+            guard let index = entries.firstIndex(where: match) else { return nil }
+            return entries.remove(at: index).item
+        }
+    }
+
+    /// Holds go back to the engine; a parked reader is dropped here, outside the lock, which ends
+    /// its engine stream.
+    private func release(_ victims: [Entry]) async {
+        for victim in victims {
+            if case .hold(let id) = victim.item { await closeHold(id) }
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import OnionRouting
+import OnionTransport
 import PeersmProtocol
 import TorCells
 import TorCrypto
@@ -17,13 +18,23 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         /// RELAY_END from the client on an application stream.
         case streamClosed(RelayCircuitID, streamID: UInt16)
         case circuitClosed(RelayCircuitID)
+        /// The exit's queue for the circuit drained after `isWritable(circuit:)` said false.
+        case circuitWritable(RelayCircuitID)
+    }
+
+    private enum ExitOutput: Sendable {
+        case batch(RelayCircuitID, UInt16, [(command: PeersmRelayCommand, body: ByteBuffer)], bytes: Int)
+        case release(RelayCircuitID, UInt16)
     }
 
     private enum Node: Hashable { case client, relay(Int) }
 
     public nonisolated let exitEvents: AsyncStream<ExitEvent>
     private let exitEventSink: AsyncStream<ExitEvent>.Continuation
-    private let outboxSink: AsyncStream<(RelayCircuitID, UInt16, [(command: PeersmRelayCommand, body: ByteBuffer)])>.Continuation
+    private let outboxSink: AsyncStream<ExitOutput>.Continuation
+    /// Backpressure of the exit's answers, as `FacilitatorRelayBridge` does over TLS.
+    private nonisolated let gate = CircuitSendGate(pauseBytes: LoopbackOnionNetwork.circuitPauseBytes)
+    public static let circuitPauseBytes = 512 * 1024
 
     public nonisolated let path: [CircuitHop]
     private var relays: [OnionRelay]
@@ -33,6 +44,9 @@ public actor LoopbackOnionNetwork: CircuitProvider {
     private var channelEnds: [ChannelID: (Node, Node)] = [:]
     private var nextChannel: UInt64 = 1
     private var inFlight: [(ChannelCell, ChannelID, Node)] = []
+    /// Cells for the client held while it "stops reading its link" (`setClientReading(false)`).
+    private var clientReading = true
+    private var heldForClient: [(ChannelCell, ChannelID, Node)] = []
     private var inFlightHead = 0
     private var running = false
     private var builds: [UInt32: CheckedContinuation<Void, Error>] = [:]
@@ -58,26 +72,40 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         self.identities = identities
         self.path = path
         (exitEvents, exitEventSink) = AsyncStream.makeStream()
-        let (outbox, outboxSink) = AsyncStream<(RelayCircuitID, UInt16, [(command: PeersmRelayCommand, body: ByteBuffer)])>.makeStream()
+        let (outbox, outboxSink) = AsyncStream<ExitOutput>.makeStream()
         self.outboxSink = outboxSink
         channelEnds[clientChannel] = (.client, .relay(0))
         self.relays[0].channelOpened(clientChannel, role: .responder, peerIdentity: nil)
         Task { [weak self] in
-            for await (circuit, stream, batch) in outbox {
+            for await output in outbox {
                 guard let self else { return }
-                await self.exitSend(circuit, stream, batch)
+                switch output {
+                case .batch(let circuit, let stream, let batch, let bytes): await self.exitSend(circuit, stream, batch, bytes: bytes)
+                case .release(let circuit, let stream): await self.exitRelease(circuit, stream)
+                }
             }
         }
     }
 
     /// The exit's answers, in order (the shape of Facilitator's `FacilitatorTransport`). Non-blocking.
     public nonisolated func send(circuit: RelayCircuitID, streamID: UInt16, command: PeersmRelayCommand, body: ByteBuffer) {
-        outboxSink.yield((circuit, streamID, [(command, body)]))
+        send(circuit: circuit, streamID: streamID, batch: [(command, body)])
     }
 
     /// Several answers for one stream, in order, delivered in one actor hop.
     public nonisolated func send(circuit: RelayCircuitID, streamID: UInt16, batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
-        outboxSink.yield((circuit, streamID, batch))
+        let bytes = batch.reduce(0) { $0 + $1.body.readableBytes }
+        _ = gate.submitted(circuit, bytes: bytes)
+        outboxSink.yield(.batch(circuit, streamID, batch, bytes: bytes))
+    }
+
+    /// False while the exit holds `circuitPauseBytes` or more for the circuit (see `CircuitSendGate`);
+    /// `ExitEvent.circuitWritable` follows once it drained.
+    public nonisolated func isWritable(circuit: RelayCircuitID) -> Bool { gate.isWritable(circuit) }
+
+    /// The exit application is done with a stream: the exit relay forgets it (no RELAY_END).
+    public nonisolated func endStream(circuit: RelayCircuitID, streamID: UInt16) {
+        outboxSink.yield(.release(circuit, streamID))
     }
 
     /// Delivers the exit's events to `application`, in order, until `shutdown`.
@@ -92,6 +120,8 @@ public actor LoopbackOnionNetwork: CircuitProvider {
                     await application.streamClosed(circuit: circuit, streamID: streamID)
                 case .circuitClosed(let circuit):
                     await application.circuitClosed(circuit)
+                case .circuitWritable(let circuit):
+                    await application.circuitWritable(circuit)
                 }
             }
         }
@@ -124,6 +154,26 @@ public actor LoopbackOnionNetwork: CircuitProvider {
 
     /// Client circuits currently open.
     public var openCircuits: [UInt32] { client.circuitIDs }
+
+    /// Simulates a client that stops (false) or resumes reading its link to the first relay: cells
+    /// for it are held, so it sends no circuit SENDMEs, while what it sends still goes out.
+    public func setClientReading(_ reading: Bool) {
+        clientReading = reading
+        if reading {
+            inFlight.append(contentsOf: heldForClient)
+            heldForClient.removeAll()
+            run()
+        }
+    }
+
+    /// Cells held for the client while it does not read.
+    public var cellsHeldForClient: Int { heldForClient.count }
+    /// The exit relay's circuits (its view: previous-hop channel and ID).
+    public var exitCircuits: [RelayCircuitID] { relays[relays.count - 1].circuitIDs }
+    /// Bytes the exit relay holds queued toward the client on a circuit.
+    public func exitQueuedBytes(_ circuit: RelayCircuitID) -> Int { relays[relays.count - 1].queuedBytes(circuit) }
+    /// Streams the exit relay holds open on a circuit.
+    public func exitStreamCount(_ circuit: RelayCircuitID) -> Int { relays[relays.count - 1].streamCount(circuit) }
 
     fileprivate func openStream(_ id: UInt32) throws -> DBStreamChannel {
         guard let streamID = try client.withCircuit(id, { try $0.openApplicationStream() }) else {
@@ -169,14 +219,30 @@ public actor LoopbackOnionNetwork: CircuitProvider {
 
     // MARK: exit side
 
-    private func exitSend(_ circuit: RelayCircuitID, _ streamID: UInt16, _ batch: [(command: PeersmRelayCommand, body: ByteBuffer)]) {
+    private func exitSend(_ circuit: RelayCircuitID, _ streamID: UInt16, _ batch: [(command: PeersmRelayCommand, body: ByteBuffer)], bytes: Int) {
         let exit = relays.count - 1
         for (command, body) in batch {
             // The circuit or stream may be gone already (DESTROY crossed our answer): drop it, as a relay would.
-            guard let actions = try? relays[exit].sendApplicationMessage(circuit, streamID: streamID, command: RelayCommand(command.rawValue), body: body) else { return }
+            guard let actions = try? relays[exit].sendApplicationMessage(circuit, streamID: streamID, command: RelayCommand(command.rawValue), body: body) else { break }
             handleRelay(exit, actions)
         }
+        if gate.applied(circuit, bytes: bytes, queued: relays[exit].queuedBytes(circuit)) {
+            exitEventSink.yield(.circuitWritable(circuit))
+        }
         run()
+    }
+
+    private func exitRelease(_ circuit: RelayCircuitID, _ streamID: UInt16) {
+        // Already gone if the client sent RELAY_END or the circuit closed.
+        try? relays[relays.count - 1].releaseApplicationStream(circuit, streamID: streamID)
+    }
+
+    /// After cells moved: resume the exit application on circuits whose queue drained.
+    private func resumeDrainedCircuits() {
+        let exit = relays.count - 1
+        for circuit in gate.blockedCircuits where gate.queueChanged(circuit, queued: relays[exit].queuedBytes(circuit)) {
+            exitEventSink.yield(.circuitWritable(circuit))
+        }
     }
 
     // MARK: delivery
@@ -195,6 +261,8 @@ public actor LoopbackOnionNetwork: CircuitProvider {
             }
             cellsDelivered += 1
             switch to {
+            case .client where !clientReading:
+                heldForClient.append((cell, channel, to))
             case .client:
                 if case .circuit(let id, let actions) = client.receive(cell) { handleClient(id, actions) }
             case .relay(let r):
@@ -203,6 +271,7 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         }
         inFlight.removeAll(keepingCapacity: true)
         inFlightHead = 0
+        resumeDrainedCircuits()
     }
 
     private func handleClient(_ id: UInt32, _ actions: [ClientCircuitAction]) {
@@ -249,6 +318,7 @@ public actor LoopbackOnionNetwork: CircuitProvider {
             case .closeStream(let circuit, let streamID, _) where isExit:
                 exitEventSink.yield(.streamClosed(circuit, streamID: streamID))
             case .circuitClosed(let circuit, _, _) where isExit:
+                gate.remove(circuit)
                 exitEventSink.yield(.circuitClosed(circuit))
             default:
                 break
@@ -274,6 +344,8 @@ public protocol LoopbackExitApplication: Sendable {
     func received(circuit: RelayCircuitID, streamID: UInt16, command: UInt8, body: ByteBuffer) async
     func streamClosed(circuit: RelayCircuitID, streamID: UInt16) async
     func circuitClosed(_ circuit: RelayCircuitID) async
+    /// The exit's queue for the circuit drained after the transport said it was not writable.
+    func circuitWritable(_ circuit: RelayCircuitID) async
 }
 
 /// A circuit of a `LoopbackOnionNetwork`.

@@ -24,6 +24,8 @@ struct CircuitEndpoint {
     private(set) var streams: [UInt16: StreamFlow] = [:]
     /// Streams with queued cells, in round-robin order.
     private var ready = CircularBuffer<UInt16>()
+    /// Bytes queued on all streams of the circuit (what the relay holds for it).
+    private(set) var totalQueuedBytes = 0
 
     init(minimumSendmeVersion: UInt8) {
         self.circuitPackage = CircuitPackageWindow(minimumAcceptedVersion: minimumSendmeVersion)
@@ -39,11 +41,15 @@ struct CircuitEndpoint {
 
     /// Forget a stream and drop whatever it still had queued.
     mutating func removeStream(_ id: UInt16) {
+        self.totalQueuedBytes -= self.streams[id]?.queuedBytes ?? 0
         self.streams[id] = nil
         if let index = self.ready.firstIndex(of: id) { self.ready.remove(at: index) }
     }
 
     func queuedBytes(_ id: UInt16) -> Int { self.streams[id]?.queuedBytes ?? 0 }
+
+    /// Whether a stream has nothing queued (an unknown stream has nothing).
+    func hasNothingQueued(_ id: UInt16) -> Bool { self.streams[id]?.queue.isEmpty ?? true }
 
     /// Next free stream ID after `start`, skipping 0 and IDs in use; nil if all 65 535 are taken.
     func freeStreamID(after start: UInt16) -> UInt16? {
@@ -65,6 +71,7 @@ struct CircuitEndpoint {
         let wasEmpty = self.streams[id]!.queue.isEmpty
         self.streams[id]!.queue.append(cell)
         self.streams[id]!.queuedBytes += cell.data.readableBytes
+        self.totalQueuedBytes += cell.data.readableBytes
         if wasEmpty { self.ready.append(id) }
     }
 
@@ -83,6 +90,7 @@ struct CircuitEndpoint {
             }
             self.streams[id]!.queue.removeFirst()
             self.streams[id]!.queuedBytes -= head.data.readableBytes
+            self.totalQueuedBytes -= head.data.readableBytes
             if flow.countsTowardStreamWindow && id != 0 { self.streams[id]!.package.didSend() }
             if !self.streams[id]!.queue.isEmpty { self.ready.append(id) }
             return head

@@ -69,6 +69,16 @@ public struct OnionRelayConfiguration: Sendable {
     public var extendAllowPrivateAddresses: Bool
     /// Relay commands recognised at this hop that are handed to the application (Peersm DB_* 80–85).
     public var applicationCommands: ClosedRange<UInt8>
+    /// The application commands that open a stream when they arrive on an unknown stream ID (Peersm:
+    /// DB_QUERY, 81). Any other application command on an unknown stream is dropped: it is a late
+    /// message for a stream the application already ended (a DB_SENDME crossing our DB_END), and
+    /// opening a stream for it would hold the ID until a RELAY_END that may never come.
+    public var applicationOpeningCommands: Set<UInt8>
+    /// Bytes one circuit may have queued toward the client (waiting for the circuit or stream window).
+    /// The owner pauses its producers well below this; a circuit that still goes over (a client that
+    /// withholds SENDMEs while something keeps producing) is destroyed with RESOURCELIMIT rather than
+    /// allowed to grow without bound.
+    public var maximumQueuedBytesPerCircuit: Int
     /// Lowest SENDME version accepted from clients (0 admits node-Tor's empty SENDMEs).
     public var minimumSendmeVersion: UInt8
     /// Accept BEGIN on a circuit whose previous hop is a client (not an authenticated relay). C tor
@@ -83,8 +93,10 @@ public struct OnionRelayConfiguration: Sendable {
     public init(
         identity: RSAIdentity, ntorKeys: [NtorSecretKey], exitPolicy: AddressPolicy = .rejectAll,
         extendPolicy: AddressPolicy = .acceptAll, extendAllowPrivateAddresses: Bool = false,
-        applicationCommands: ClosedRange<UInt8> = 80...85, minimumSendmeVersion: UInt8 = 1,
-        allowSingleHopExits: Bool = false, maximumCircuitsPerChannel: Int = 8192, maximumStreamsPerCircuit: Int = 1024
+        applicationCommands: ClosedRange<UInt8> = 80...85, applicationOpeningCommands: Set<UInt8> = [81],
+        minimumSendmeVersion: UInt8 = 1,
+        allowSingleHopExits: Bool = false, maximumCircuitsPerChannel: Int = 8192, maximumStreamsPerCircuit: Int = 1024,
+        maximumQueuedBytesPerCircuit: Int = 4 << 20
     ) {
         self.identity = identity
         self.ntorKeys = ntorKeys
@@ -92,10 +104,12 @@ public struct OnionRelayConfiguration: Sendable {
         self.extendPolicy = extendPolicy
         self.extendAllowPrivateAddresses = extendAllowPrivateAddresses
         self.applicationCommands = applicationCommands
+        self.applicationOpeningCommands = applicationOpeningCommands
         self.minimumSendmeVersion = minimumSendmeVersion
         self.allowSingleHopExits = allowSingleHopExits
         self.maximumCircuitsPerChannel = maximumCircuitsPerChannel
         self.maximumStreamsPerCircuit = maximumStreamsPerCircuit
+        self.maximumQueuedBytesPerCircuit = maximumQueuedBytesPerCircuit
     }
 }
 
@@ -199,6 +213,12 @@ public struct OnionRelay {
     public func queuedBytes(_ circuit: RelayCircuitID, streamID: UInt16) -> Int {
         self.circuits[circuit]?.endpoint.queuedBytes(streamID) ?? 0
     }
+    /// Bytes queued on all streams of a circuit (bounded by `maximumQueuedBytesPerCircuit`).
+    public func queuedBytes(_ circuit: RelayCircuitID) -> Int {
+        self.circuits[circuit]?.endpoint.totalQueuedBytes ?? 0
+    }
+    /// Streams (exit and application) the circuit holds open.
+    public func streamCount(_ circuit: RelayCircuitID) -> Int { self.circuits[circuit]?.streams.count ?? 0 }
 
     // MARK: channels
 
@@ -411,6 +431,9 @@ public struct OnionRelay {
         let streamID = cell.streamID
         if self.configuration.applicationCommands.contains(cell.command.rawValue) {
             if streamID != 0 && self.circuits[id]!.streams[streamID] == nil {
+                guard self.configuration.applicationOpeningCommands.contains(cell.command.rawValue) else {
+                    return actions + [.dropped(id.channel, circuitID: id.circuitID, reason: "\(cell.command) for unknown stream \(streamID)")]
+                }
                 guard self.circuits[id]!.streams.count < self.configuration.maximumStreamsPerCircuit else {
                     return actions + self.originateNow(id, RelayCell(ours: .end(End(reason: .resourceLimit)), streamID: streamID))
                 }
@@ -616,6 +639,16 @@ public struct OnionRelay {
         return self.originate(id, relayCells(command: command, streamID: streamID, data: body))
     }
 
+    /// Application hook: the application is done with an application stream (its protocol ended it,
+    /// e.g. after DB_END): forget it without a RELAY_END, so its ID and slot are free even if the client
+    /// never sends RELAY_END. Cells already queued on it are still sent. A later RELAY_END from the
+    /// client for it is ignored.
+    public mutating func releaseApplicationStream(_ id: RelayCircuitID, streamID: UInt16) throws(OnionRelayError) {
+        guard self.circuits[id]?.streams[streamID] == .application else { throw .unknownStream(id, streamID) }
+        self.circuits[id]!.streams[streamID] = nil
+        if self.circuits[id]!.endpoint.hasNothingQueued(streamID) { self.circuits[id]!.endpoint.removeStream(streamID) }
+    }
+
     /// Tear a circuit down (e.g. the application is done with it): DESTROY both ways.
     public mutating func destroyCircuit(_ id: RelayCircuitID, reason: DestroyReason = .finished) -> [RelayAction] {
         self.close(id, reason: reason, failure: nil, notify: true)
@@ -639,7 +672,13 @@ public struct OnionRelay {
     /// Queue cells toward the client and send what the windows allow.
     private mutating func originate(_ id: RelayCircuitID, _ cells: [RelayCell]) -> [RelayAction] {
         for cell in cells { self.circuits[id]!.endpoint.enqueue(cell) }
-        return self.drain(id)
+        let actions = self.drain(id)
+        let queued = self.circuits[id]!.endpoint.totalQueuedBytes
+        guard queued <= self.configuration.maximumQueuedBytesPerCircuit else {
+            return actions + self.close(id, reason: .resourceLimit, failure: .resourceLimit(
+                "\(queued) bytes queued toward the client (limit \(self.configuration.maximumQueuedBytesPerCircuit))"), notify: true)
+        }
+        return actions
     }
 
     /// Send a control cell (SENDME, END, EXTENDED2, ...) now, bypassing the queues.
@@ -656,8 +695,10 @@ public struct OnionRelay {
             actions.append(out)
             let digest = needsDigest ? SendmeDigest(self.circuits[id]!.crypto.backwardDigest) : nil
             self.circuits[id]!.endpoint.didSend(cell, digest: digest)
-            if cell.command == .end, self.circuits[id]!.streams[cell.streamID] == nil,
-                self.circuits[id]!.endpoint.queuedBytes(cell.streamID) == 0
+            // A stream already forgotten (END sent, application stream released) keeps its flow
+            // state only until its queue is out.
+            if cell.streamID != 0, self.circuits[id]!.streams[cell.streamID] == nil,
+                self.circuits[id]!.endpoint.hasNothingQueued(cell.streamID)
             {
                 self.circuits[id]!.endpoint.removeStream(cell.streamID)
             }

@@ -32,6 +32,13 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var linkHandshakeTimeout: TimeAmount
     /// Stop reading an exit's TCP socket while this many bytes wait for circuit/stream window.
     public var exitReadPauseBytes: Int
+    /// Tell application producers to pause (`sendApplicationMessage` returns false) while this many
+    /// bytes wait on the circuit for window; exits also stop reading then. Per circuit: the circuit
+    /// window is shared by all of its streams.
+    public var circuitPauseBytes: Int
+    /// A circuit with more than this many bytes queued is destroyed (RESOURCELIMIT): producers that
+    /// honour `circuitPauseBytes` overshoot it by one batch at most.
+    public var maximumQueuedBytesPerCircuit: Int
     /// Inbound connections beyond this many held links are refused (closed at accept).
     public var maximumLinks: Int
 
@@ -42,6 +49,7 @@ public struct OnionRelayServerConfiguration: Sendable {
         allowSingleHopExits: Bool = false, minimumSendmeVersion: UInt8 = 1,
         applicationCommands: ClosedRange<UInt8> = 80...85, exitConnectTimeout: TimeAmount = .seconds(10),
         linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int = 128 * 1024,
+        circuitPauseBytes: Int = 512 * 1024, maximumQueuedBytesPerCircuit: Int = 4 << 20,
         maximumLinks: Int = 4096
     ) {
         self.keys = keys
@@ -57,6 +65,8 @@ public struct OnionRelayServerConfiguration: Sendable {
         self.exitConnectTimeout = exitConnectTimeout
         self.linkHandshakeTimeout = linkHandshakeTimeout
         self.exitReadPauseBytes = exitReadPauseBytes
+        self.circuitPauseBytes = circuitPauseBytes
+        self.maximumQueuedBytesPerCircuit = maximumQueuedBytesPerCircuit
         self.maximumLinks = maximumLinks
     }
 }
@@ -81,7 +91,8 @@ public protocol OnionRelayApplication: AnyObject {
     func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamClosed stream: UInt16, reason: EndReason)
     /// The circuit is gone; forget everything about it.
     func relay(_ server: OnionRelayServer, circuitClosed circuit: RelayCircuitID, reason: DestroyReason)
-    /// A stream on which `sendApplicationMessage` returned false has drained below the limit: send more.
+    /// A stream on which `sendApplicationMessage` returned false: its circuit's queue has drained
+    /// below `circuitPauseBytes`, send more.
     func relay(_ server: OnionRelayServer, circuit: RelayCircuitID, streamWritable stream: UInt16)
 }
 
@@ -122,7 +133,7 @@ public final class OnionRelayServer: @unchecked Sendable {
     private var exits: [ExitKey: ExitStream] = [:]
     /// Exit streams that stopped reading their socket for lack of window.
     private var blockedExitReads: Set<ExitKey> = []
-    /// Application streams told to wait (`sendApplicationMessage` returned false).
+    /// Application streams told to wait (`sendApplicationMessage` returned false: their circuit is full).
     private var blockedApplicationStreams: Set<ExitKey> = []
     private let tlsServer: TLSContext
     private var isShutDown = false
@@ -185,7 +196,8 @@ public final class OnionRelayServer: @unchecked Sendable {
                 exitPolicy: configuration.exitPolicy, extendAllowPrivateAddresses: configuration.extendAllowPrivateAddresses,
                 applicationCommands: configuration.applicationCommands,
                 minimumSendmeVersion: configuration.minimumSendmeVersion,
-                allowSingleHopExits: configuration.allowSingleHopExits),
+                allowSingleHopExits: configuration.allowSingleHopExits,
+                maximumQueuedBytesPerCircuit: configuration.maximumQueuedBytesPerCircuit),
             rng: FastRandomNumberGenerator())
     }
 
@@ -231,13 +243,14 @@ public final class OnionRelayServer: @unchecked Sendable {
 
     /// Send a relay message toward the client of `circuit` on `stream` (0: circuit level). DB_DATA and
     /// DATA are flow-controlled: what exceeds the window waits in the circuit's queue. Returns false
-    /// once more than `exitReadPauseBytes` wait on the stream: stop producing until the delegate's
-    /// `streamWritable` callback. Call on `eventLoop`.
+    /// once `circuitPauseBytes` or more wait on the circuit: stop producing until the delegate's
+    /// `streamWritable` callback (past `maximumQueuedBytesPerCircuit` the circuit is destroyed).
+    /// Call on `eventLoop`.
     @discardableResult
     public func sendApplicationMessage(_ circuit: RelayCircuitID, stream: UInt16, command: RelayCommand, body: ByteBuffer) throws -> Bool {
         self.eventLoop.preconditionInEventLoop()
         self.perform(try self.relay.sendApplicationMessage(circuit, streamID: stream, command: command, body: body))
-        guard self.relay.queuedBytes(circuit, streamID: stream) < self.configuration.exitReadPauseBytes else {
+        guard !self.relay.hasCircuit(circuit) || self.relay.queuedBytes(circuit) < self.configuration.circuitPauseBytes else {
             self.blockedApplicationStreams.insert(ExitKey(circuit: circuit, stream: stream))
             return false
         }
@@ -248,6 +261,25 @@ public final class OnionRelayServer: @unchecked Sendable {
     public func endApplicationStream(_ circuit: RelayCircuitID, stream: UInt16, reason: EndReason = .done) throws {
         self.eventLoop.preconditionInEventLoop()
         self.perform(try self.relay.closeStream(circuit, streamID: stream, reason: reason))
+    }
+
+    /// The application ended an application stream by its own protocol (DB_END): free it at the relay
+    /// without a RELAY_END (see `OnionRelay.releaseApplicationStream`). Call on `eventLoop`.
+    public func releaseApplicationStream(_ circuit: RelayCircuitID, stream: UInt16) throws {
+        self.eventLoop.preconditionInEventLoop()
+        try self.relay.releaseApplicationStream(circuit, streamID: stream)
+    }
+
+    /// Bytes waiting for window on all streams of a circuit. Call on `eventLoop`.
+    public func queuedBytes(_ circuit: RelayCircuitID) -> Int {
+        self.eventLoop.preconditionInEventLoop()
+        return self.relay.queuedBytes(circuit)
+    }
+
+    /// Streams the circuit holds open at the relay (for tests and metrics). Call on `eventLoop`.
+    public func streamCount(_ circuit: RelayCircuitID) -> Int {
+        self.eventLoop.preconditionInEventLoop()
+        return self.relay.streamCount(circuit)
     }
 
     /// Bytes of a stream waiting for window (pace application output on it). Call on `eventLoop`.
@@ -389,7 +421,7 @@ public final class OnionRelayServer: @unchecked Sendable {
     /// Whether the exit may read more from its socket now; if not, it is resumed by `resumeExitReads`.
     fileprivate func exitMayRead(_ key: ExitKey) -> Bool {
         guard self.exits[key] != nil else { return false }
-        if self.relay.queuedBytes(key.circuit, streamID: key.stream) < self.configuration.exitReadPauseBytes { return true }
+        if self.exitHasRoom(key) { return true }
         self.blockedExitReads.insert(key)
         return false
     }
@@ -401,7 +433,7 @@ public final class OnionRelayServer: @unchecked Sendable {
                 self.blockedApplicationStreams.remove(key)
                 continue
             }
-            if self.relay.queuedBytes(key.circuit, streamID: key.stream) < self.configuration.exitReadPauseBytes {
+            if self.relay.queuedBytes(key.circuit) < self.configuration.circuitPauseBytes {
                 self.blockedApplicationStreams.remove(key)
                 self.application?.relay(self, circuit: key.circuit, streamWritable: key.stream)
             }
@@ -416,11 +448,16 @@ public final class OnionRelayServer: @unchecked Sendable {
                 self.blockedExitReads.remove(key)
                 continue
             }
-            if self.relay.queuedBytes(key.circuit, streamID: key.stream) < self.configuration.exitReadPauseBytes {
+            if self.exitHasRoom(key) {
                 self.blockedExitReads.remove(key)
                 exit.channel?.read()
             }
         }
+    }
+
+    private func exitHasRoom(_ key: ExitKey) -> Bool {
+        self.relay.queuedBytes(key.circuit, streamID: key.stream) < self.configuration.exitReadPauseBytes
+            && self.relay.queuedBytes(key.circuit) < self.configuration.circuitPauseBytes
     }
 
     fileprivate func exitWritabilityChanged(_ key: ExitKey, writable: Bool) {
