@@ -112,7 +112,7 @@ public struct TorrentContentSource: ContentSource {
                 // Reading from the end or past it: the size is all the answer needs (empty or RANGE).
                 return TorrentRangeFile(size: UInt64(fileSize), mimeType: "application/octet-stream", start: offset,
                                         reader: nil, park: nil)
-            } catch TorrentEngineError.torrentFailed(_, let reason) where reason.contains("already relayed") && attempt < 20 {
+            } catch let error as TorrentEngineError where error.isPieceAlreadyRelayed && attempt < 20 {
                 // A resumed query can arrive while the stream it replaces still holds the torrent with
                 // pieces the engine dropped after relaying them; once that stream ends the torrent goes.
                 // A parked stream of this torrent is past those pieces and would hold it for `linger`.
