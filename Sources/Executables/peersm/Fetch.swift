@@ -46,6 +46,11 @@ struct Fetch: AsyncParsableCommand {
                                discussion: "Keep it above the facilitator's resolve and stall timeouts (60 s by default), which it reports itself."))
     var idleTimeout = 150
 
+    @Flag(name: [.short, .customLong("continue")],
+          help: ArgumentHelp("Continue a download an earlier run left (its state is kept in FILE.peersm-part).",
+                             discussion: "Only if the facilitator still serves the same file with the same key; else the file is fetched again from the start."))
+    var resume = false
+
     @Flag(help: "No progress bar.")
     var quiet = false
 
@@ -61,7 +66,8 @@ struct Fetch: AsyncParsableCommand {
         options.maxCircuitRebuilds = rebuilds
         guard idleTimeout >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second") }
         options.idleTimeout = .seconds(idleTimeout)
-        _ = try await runFetch(Requester(circuits: provider, options: options), name, to: URL(fileURLWithPath: output), quiet: quiet)
+        _ = try await runFetch(Requester(circuits: provider, options: options), name, to: URL(fileURLWithPath: output),
+                               resume: resume, quiet: quiet)
     }
 }
 
@@ -93,10 +99,10 @@ enum RelaySpecHex {
 }
 
 /// Runs a fetch with a progress bar on stderr; maps failures to exit codes with a clear message.
-func runFetch(_ requester: Requester, _ name: HashName, to output: URL, quiet: Bool) async throws -> FetchResult {
+func runFetch(_ requester: Requester, _ name: HashName, to output: URL, resume: Bool = false, quiet: Bool) async throws -> FetchResult {
     let bar = ProgressBar(enabled: !quiet)
     do {
-        let result = try await requester.fetch(name, to: output) { bar.update($0) }
+        let result = try await requester.fetch(name, to: output, resume: resume) { bar.update($0) }
         bar.finish()
         return result
     } catch let error as FetchError {

@@ -70,7 +70,10 @@ public enum FetchError: Error, CustomStringConvertible {
 
 public struct FetchResult: Sendable {
     public var fileInfo: FileInfo
+    /// Bytes fetched and verified by this run (the file size, less what a resumed run found done).
     public var bytes: UInt64
+    /// Verified bytes an earlier run left, which this one continued from (0 unless resumed).
+    public var resumedBytes: UInt64 = 0
     public var circuitsBuilt: Int
     public var queries: Int
     /// From the start of the fetch: file info received, first DB_DATA received, all verified.
@@ -99,25 +102,39 @@ public struct Requester: Sendable {
 
     public typealias ProgressHandler = @Sendable (FetchProgress) -> Void
 
-    /// Fetches `name` into `output` (created or truncated). The file is complete and verified when this returns.
-    public func fetch(_ name: HashName, to output: URL, progress: @escaping ProgressHandler = { _ in }) async throws -> FetchResult {
+    /// Fetches `name` into `output`. The file is complete and verified when this returns.
+    ///
+    /// Progress is recorded beside the output (`<output>.peersm-part`) as blocks are verified. With
+    /// `resume`, a download another process left is continued from its last verified chunk if the
+    /// facilitator still describes the same file with the same key; otherwise `output` is created or
+    /// truncated and fetched from the start.
+    public func fetch(_ name: HashName, to output: URL, resume: Bool = false,
+                      progress: @escaping ProgressHandler = { _ in }) async throws -> FetchResult {
         let clock = ContinuousClock()
         let start = clock.now
         var session = Session(requester: self, progress: progress)
         let info = try await session.fileInfo(name)
         let timeToInfo = clock.now - start
-        progress(FetchProgress(stage: .transferring, verifiedBytes: 0, totalBytes: info.size))
 
-        guard FileManager.default.createFile(atPath: output.path, contents: nil) else {
+        let end = UInt32(info.chunkCount)
+        var state = PartialDownload(name: name, info: info, verifiedChunks: 0)
+        var next: UInt32 = 0
+        if resume, let saved = PartialDownload.load(for: output), saved.continues(state),
+           saved.verifiedChunks <= end, FileManager.default.fileExists(atPath: output.path) {
+            next = saved.verifiedChunks
+            logger.info("resuming \(output.lastPathComponent) from chunk \(next) of \(end)")
+        } else if !FileManager.default.createFile(atPath: output.path, contents: nil) {
             throw FetchError.output("cannot create \(output.path)")
         }
         let handle: FileHandle
         do { handle = try FileHandle(forWritingTo: output) } catch { throw FetchError.output("\(error)") }
         defer { try? handle.close() }
+        if next > 0 { progress(FetchProgress(stage: .resumed(fromChunk: next), verifiedBytes: 0, totalBytes: info.size)) }
 
-        var next: UInt32 = 0
-        let end = UInt32(info.chunkCount)
-        var verified: UInt64 = 0
+        let resumedBytes = min(UInt64(next) * UInt64(PeersmWire.chunkSize), info.size)
+        var verified = resumedBytes
+        progress(FetchProgress(stage: .transferring, verifiedBytes: verified, totalBytes: info.size))
+        var unsaved = 0
         var firstData: Duration?
         while next < end {
             let count = UInt16(min(UInt32(max(options.chunksPerQuery, 1)), end - next))
@@ -131,11 +148,19 @@ public struct Requester: Sendable {
                 }
                 verified += UInt64(block.bytes.readableBytes)
                 progress(FetchProgress(stage: .transferring, verifiedBytes: verified, totalBytes: info.size))
+                // The state vouches only for bytes already handed to the file; about every 4 MiB.
+                unsaved += 1
+                if unsaved >= 64 {
+                    unsaved = 0
+                    state.verifiedChunks = block.chunks.upperBound
+                    try? state.save(for: output)
+                }
             }
         }
         do { try handle.truncate(atOffset: info.size) } catch { throw FetchError.output("\(error)") }
+        PartialDownload.remove(for: output)
         await session.close()
-        return FetchResult(fileInfo: info, bytes: verified, circuitsBuilt: session.circuitsBuilt, queries: session.queries,
+        return FetchResult(fileInfo: info, bytes: verified - resumedBytes, resumedBytes: resumedBytes, circuitsBuilt: session.circuitsBuilt, queries: session.queries,
                            timeToFileInfo: timeToInfo, timeToFirstData: firstData,
                            timeToFirstDataMessage: session.firstDataMessage.map { $0 - start }, elapsed: clock.now - start)
     }
