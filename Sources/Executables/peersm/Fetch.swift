@@ -46,7 +46,7 @@ struct Fetch: AsyncParsableCommand {
                                discussion: "Keep it above the facilitator's resolve and stall timeouts (60 s by default), which it reports itself."))
     var idleTimeout = 150
 
-    @Flag(name: [.short, .customLong("continue")],
+    @Flag(name: [.customShort("c"), .customLong("continue")],
           help: ArgumentHelp("Continue a download an earlier run left (its state is kept in FILE.peersm-part).",
                              discussion: "Only if the facilitator still serves the same file with the same key; else the file is fetched again from the start."))
     var resume = false
