@@ -153,7 +153,8 @@ public struct Requester: Sendable {
                 if unsaved >= 64 {
                     unsaved = 0
                     state.verifiedChunks = block.chunks.upperBound
-                    try? state.save(for: output)
+                    // On disk first (a power cut must not leave the state ahead of the data).
+                    if (try? handle.synchronize()) != nil { try? state.save(for: output) }
                 }
             }
         }
