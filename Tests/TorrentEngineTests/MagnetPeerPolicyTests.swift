@@ -92,4 +92,37 @@ struct MagnetPeerPolicyTests {
         #expect(explicit.data == want, "peers given through the API are trusted")
         await none.shutdown()
     }
+
+    /// Under `.publicOnly` no source can aim the engine at a non-public address: a loopback peer
+    /// passed through the API (as a DHT answer or the spy hunt would) is refused by the ip_filter,
+    /// also after the blocklists replace the filter.
+    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    func publicOnlyBlocksNonPublicPeersFromEverySource() async throws {
+        let scratch = try TemporaryDirectory("torrent-public-floor")
+        let fixture = try TorrentFixture(in: scratch.url, name: "floor.bin", size: 200_000, pieceKiB: 32, seed: 78)
+        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, directory: scratch.url)
+        defer { seeder.stop() }
+        let engine = try makeEngine(scratch.url.appendingPathComponent("public")) {
+            $0.magnetPeers = .publicOnly
+            $0.metadataTimeout = .seconds(3)
+        }
+        try await engine.replaceIPFilter([IPRange("198.51.100.7")])   // a blocklist update keeps the floor
+        do {
+            _ = try await collect(try await engine.stream(fixture.magnet, peers: [seeder.endpoint]))
+            Issue.record("a loopback peer was connected under .publicOnly")
+        } catch let e as TorrentEngineError {
+            guard case .metadataTimeout = e else { Issue.record("wrong error \(e)"); return }
+        }
+        let counters = await engine.peerCounters(seeder.host)
+        #expect(counters.connected == 0 && counters.blocked >= 1, "\(counters)")
+        await engine.shutdown()
+    }
+
+    @Test func nonPublicRangesCoverWhatPublicAddressRefuses() {
+        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "127.0.0.0", last: "127.255.255.255")))
+        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "100.64.0.0", last: "100.127.255.255")))
+        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "192.168.0.0", last: "192.168.255.255")))
+        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "240.0.0.0", last: "255.255.255.255")))
+        #expect(PublicAddress.nonPublicRanges.count == PublicAddress.nonPublicV4.count + 7)
+    }
 }

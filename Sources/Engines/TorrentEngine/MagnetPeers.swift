@@ -77,6 +77,27 @@ public enum PublicAddress {
         return true
     }
 
+    /// Every non-public address as ip_filter ranges: the `nonPublicV4` list, and in IPv6 all but
+    /// 2000::/3 plus the refused blocks inside it. (IPv4-mapped IPv6 falls in the blocked ::/3;
+    /// libtorrent files IPv4 peers under their IPv4 rules.)
+    public static let nonPublicRanges: [IPRange] = {
+        func dotted(_ a: UInt32) -> String { "\(a >> 24).\(a >> 16 & 0xff).\(a >> 8 & 0xff).\(a & 0xff)" }
+        let v4 = nonPublicV4.map { p -> IPRange in
+            let mask: UInt32 = p.bits == 0 ? 0 : ~UInt32(0) << (32 - p.bits)
+            return IPRange(first: dotted(p.prefix & mask), last: dotted(p.prefix | ~mask))
+        }
+        let v6 = [
+            IPRange(first: "::", last: "1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            IPRange(first: "2001::", last: "2001:0:ffff:ffff:ffff:ffff:ffff:ffff"),          // Teredo
+            IPRange(first: "2001:2::", last: "2001:2:0:ffff:ffff:ffff:ffff:ffff"),           // benchmarking
+            IPRange(first: "2001:db8::", last: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),    // documentation
+            IPRange(first: "2002::", last: "2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),       // 6to4
+            IPRange(first: "3fff::", last: "3fff:0fff:ffff:ffff:ffff:ffff:ffff:ffff"),       // documentation
+            IPRange(first: "4000::", last: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ]
+        return v4 + v6
+    }()
+
     static func ipv4(_ s: String) -> UInt32? {
         var a = in_addr()
         guard inet_pton(AF_INET, s, &a) == 1 else { return nil }

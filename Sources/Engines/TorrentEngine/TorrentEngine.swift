@@ -77,6 +77,9 @@ public actor TorrentEngine {
         pump = AlertPump(session: handle, continuation: alertSink)
         let boundPort = Int(ct_session_listen_port(raw))
         listenPort = boundPort
+        if !Self.policyRanges(settings).isEmpty {
+            try Self.setIPFilter(raw, Self.policyRanges(settings))
+        }
         for node in settings.dhtNodes {
             guard let ep = Self.parseEndpoint(node) else { throw TorrentEngineError.invalidArgument("DHT node \(node)") }
             if let e = TorrentEngineError.check(ct_dht_add_node(raw, ep.host, ep.port, &err), err) { throw e }
@@ -685,17 +688,26 @@ public actor TorrentEngine {
     /// Connection counters per peer IP address since the engine started.
     public func peerCounters(_ address: String) -> PeerCounters { counters[address] ?? PeerCounters() }
 
-    /// Replaces the whole IP filter (IPv4 and IPv6 first–last ranges are blocked).
+    /// Replaces the whole IP filter (IPv4 and IPv6 first–last ranges are blocked). Under
+    /// `magnetPeers = .publicOnly` the non-public ranges stay blocked as well.
     /// Note: libtorrent 2.0.8 does not apply the filter to DHT traffic (fixed in 2.0.11).
     public func replaceIPFilter(_ ranges: [IPRange]) throws {
         guard !stopped else { throw TorrentEngineError.engineStopped }
+        try Self.setIPFilter(session.raw, ranges + Self.policyRanges(settings))
+    }
+
+    private static func policyRanges(_ settings: TorrentEngineSettings) -> [IPRange] {
+        settings.magnetPeers == .publicOnly ? PublicAddress.nonPublicRanges : []
+    }
+
+    private static func setIPFilter(_ raw: OpaquePointer, _ ranges: [IPRange]) throws {
         var err = ct_error()
         // Keep the C strings alive for the call.
         let firsts = ranges.map { strdup($0.first) }
         let lasts = ranges.map { strdup($0.last) }
         defer { (firsts + lasts).forEach { free($0) } }
         var cRanges = zip(firsts, lasts).map { ct_ip_range(first: $0, last: $1) }
-        let rc = cRanges.withUnsafeMutableBufferPointer { ct_set_ip_filter(session.raw, $0.baseAddress, $0.count, &err) }
+        let rc = cRanges.withUnsafeMutableBufferPointer { ct_set_ip_filter(raw, $0.baseAddress, $0.count, &err) }
         if let e = TorrentEngineError.check(rc, err) { throw e }
     }
 

@@ -21,7 +21,9 @@ public struct TorrentEngineSettings: Sendable {
     public var useTrackers = false
     /// Which peers (x.pe) and DHT nodes (dht=) written inside a magnet link are used. The link may
     /// come from an anonymous requester: by default only public addresses are dialled, never
-    /// loopback or the LAN. Peers passed through the API are not affected.
+    /// loopback or the LAN. Under `.publicOnly` the engine's ip_filter also blocks every non-public
+    /// range, whatever the source (DHT, trackers, the API), so nobody can point the exit at the LAN;
+    /// `.any` and `.ignored` leave peers from other sources alone.
     public var magnetPeers: MagnetPeerPolicy = .publicOnly
     /// Bytes of pieces held in memory across all streams; bounds the read-ahead window.
     public var memoryBudget = 64 << 20
