@@ -76,6 +76,32 @@ import Testing
 
     static func sha256(_ url: URL) throws -> String { String(try runTool("sha256sum", [url.path]).prefix(64)) }
 
+    /// An honest libtorrent DHT node on 127.0.0.5 and two seeders of `fixture` (127.0.0.3, 127.0.0.6)
+    /// announced to it, checked over plain KRPC. Two, because the hunt drops the head of each value
+    /// list (spies put themselves first). The caller stops the processes.
+    static func honestDHTWithTwoSeeders(_ fixture: TorrentFixture, in dir: URL) async throws
+        -> (node: String, processes: [ChildProcess]) {
+        let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: dir, name: "honest-dht")
+        let honestNode = "127.0.0.5:\(honest.port)"
+        var processes = [honest.process]
+        var seeders = Set<String>()
+        for (host, name) in [("127.0.0.3", "seed-a"), ("127.0.0.6", "seed-b")] {
+            let seed = try await EngineRig.dhtNode(host: host, knowing: [honestNode], seeding: fixture, directory: dir, name: name)
+            processes.append(seed.process)
+            seeders.insert("\(host):\(seed.port)")
+        }
+        let realHash = EngineRig.unhex(fixture.infoHash)
+        let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
+        var seen: [String] = []
+        let announced = try await EngineRig.eventually(.seconds(60)) {
+            seen = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
+            return seeders.isSubset(of: seen)
+        }
+        if !announced { processes.forEach { $0.stop() } }
+        try #require(announced, "the honest DHT node never learned both seeders; it returned \(seen)")
+        return (honestNode, processes)
+    }
+
     /// Topology (loopback only, every bootstrap list empty but the hunt's):
     ///   127.0.0.4  scripts/fake-spy-dht.py, values for ANY info-hash (a hunt bootstrap node)
     ///   127.0.0.5  honest python3-libtorrent DHT node (the other hunt bootstrap node)
@@ -86,28 +112,11 @@ import Testing
     func daemonHuntsTheSpyBeforeTheFetchAndFetchesFromHuntedPeers() async throws {
         let dir = try TemporaryDirectory("spy-daemon")
         let fixture = try TorrentFixture(in: dir.url, name: "hunted.bin", size: 700_000, pieceKiB: 32, seed: 4242)
-        let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: dir.url, name: "honest-dht")
-        defer { honest.process.stop() }
-        let honestNode = "127.0.0.5:\(honest.port)"
-        let seedA = try await EngineRig.dhtNode(host: "127.0.0.3", knowing: [honestNode], seeding: fixture,
-                                                directory: dir.url, name: "seed-a")
-        defer { seedA.process.stop() }
-        let seedB = try await EngineRig.dhtNode(host: "127.0.0.6", knowing: [honestNode], seeding: fixture,
-                                                directory: dir.url, name: "seed-b")
-        defer { seedB.process.stop() }
+        let dht = try await Self.honestDHTWithTwoSeeders(fixture, in: dir.url)
+        defer { dht.processes.forEach { $0.stop() } }
+        let honestNode = dht.node
         let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.66:6881", "127.0.0.67:6881"], directory: dir.url)
         defer { spy.process.stop() }
-
-        // Both seeders' announces reached the honest node (asked over plain KRPC, not through the spy).
-        let realHash = EngineRig.unhex(fixture.infoHash)
-        let seeders = Set(["127.0.0.3:\(seedA.port)", "127.0.0.6:\(seedB.port)"])
-        let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
-        var seen: [String] = []
-        let announced = try await EngineRig.eventually(.seconds(60)) {
-            seen = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
-            return seeders.isSubset(of: seen)
-        }
-        try #require(announced, "the honest DHT node never learned both seeders; it returned \(seen)")
 
         let daemon = try await Daemon.start(dir, """
             [blocklists]
@@ -152,24 +161,9 @@ import Testing
     func daemonDoesNotDialHuntedPeersOnPrivateAddressesByDefault() async throws {
         let dir = try TemporaryDirectory("spy-daemon-public")
         let fixture = try TorrentFixture(in: dir.url, name: "private.bin", size: 100_000, pieceKiB: 16, seed: 4343)
-        let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: dir.url, name: "honest-dht")
-        defer { honest.process.stop() }
-        let honestNode = "127.0.0.5:\(honest.port)"
-        // Two seeders: the hunt drops the head of each value list (spies put themselves first).
-        let seed = try await EngineRig.dhtNode(host: "127.0.0.3", knowing: [honestNode], seeding: fixture,
-                                               directory: dir.url, name: "seed")
-        defer { seed.process.stop() }
-        let seedB = try await EngineRig.dhtNode(host: "127.0.0.6", knowing: [honestNode], seeding: fixture,
-                                                directory: dir.url, name: "seed-b")
-        defer { seedB.process.stop() }
-        let realHash = EngineRig.unhex(fixture.infoHash)
-        let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
-        let seeders = Set(["127.0.0.3:\(seed.port)", "127.0.0.6:\(seedB.port)"])
-        let announced = try await EngineRig.eventually(.seconds(60)) {
-            let values = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
-            return seeders.isSubset(of: values)
-        }
-        try #require(announced, "the honest DHT node never learned both seeders")
+        let dht = try await Self.honestDHTWithTwoSeeders(fixture, in: dir.url)
+        defer { dht.processes.forEach { $0.stop() } }
+        let honestNode = dht.node
 
         let daemon = try await Daemon.start(dir, """
             [blocklists]
