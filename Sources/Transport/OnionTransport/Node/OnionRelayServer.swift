@@ -557,8 +557,20 @@ extension OnionRelayServer: OnionLinkDelegate {
         self.resumeExitReads()
     }
 
+    func link(_ link: OnionLink, writable: Bool) {
+        // Links whose circuits forward into this one stop reading while it cannot take more (it was
+        // already paused itself by OnionLink). Resuming resumes every link, as the circuits may have
+        // changed meanwhile.
+        if writable {
+            for other in self.links.values { other.setReadBlocked(by: link.id, false) }
+        } else {
+            for channel in self.relay.linkedChannels(link.id) { self.links[channel]?.setReadBlocked(by: link.id, true) }
+        }
+    }
+
     func linkClosed(_ link: OnionLink, error: Error?) {
         self.links[link.id] = nil
+        for other in self.links.values { other.setReadBlocked(by: link.id, false) }
         if let error { self.logger.debug("link \(link.id) closed: \(error)") }
         if let identity = link.peerIdentity, self.linksByIdentity[identity] == link.id {
             self.linksByIdentity[identity] = nil
