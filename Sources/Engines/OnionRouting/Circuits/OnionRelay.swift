@@ -207,6 +207,19 @@ public struct OnionRelay {
     public var circuitCount: Int { self.circuits.count }
     public var circuitIDs: [RelayCircuitID] { Array(self.circuits.keys) }
     public func hasCircuit(_ id: RelayCircuitID) -> Bool { self.circuits[id] != nil }
+    /// The channels that circuits on `channel` lead to (their other side): where cells read from
+    /// `channel` are forwarded, and where cells written to it come from.
+    public func linkedChannels(_ channel: ChannelID) -> Set<ChannelID> {
+        guard let entry = self.channels[channel] else { return [] }
+        var linked: Set<ChannelID> = []
+        for (_, side) in entry.circuits.circuits {
+            switch side {
+            case .previous(let id): if let next = self.circuits[id]?.next { linked.insert(next.channel) }
+            case .next(let id): linked.insert(id.channel)
+            }
+        }
+        return linked
+    }
     /// Circuits registered on a channel, either side (for tests and metrics).
     public func circuitCount(on channel: ChannelID) -> Int { self.channels[channel]?.circuits.count ?? 0 }
     /// Bytes queued on a stream waiting for window: stop reading its TCP connection above a limit.

@@ -12,6 +12,12 @@ protocol OnionLinkDelegate: AnyObject {
     func link(_ link: OnionLink, received cell: ChannelCell)
     /// The link is gone (after `linkOpened`, or instead of it with what ended the handshake).
     func linkClosed(_ link: OnionLink, error: Error?)
+    /// The link's outbound buffer went over (false) or back under (true) NIO's high/low water marks.
+    func link(_ link: OnionLink, writable: Bool)
+}
+
+extension OnionLinkDelegate {
+    func link(_ link: OnionLink, writable: Bool) {}
 }
 
 /// Why a link closed before it opened, when the pipeline reported nothing more specific.
@@ -24,6 +30,11 @@ public enum OnionLinkError: Error, Hashable, Sendable {
 /// runs the link handshake and frames cells; this handler only routes circuit cells to its delegate
 /// (the relay server or the client) under a `ChannelID`, and batches writes: `send` writes at once and
 /// flushes when the current event-loop task is done, so a burst of cells leaves in one flush.
+///
+/// Reading is paused while a link that this one's cells produce output for cannot take more: the link
+/// itself (replies no window limits, such as DB_END BUSY or END, go back to the peer that is not
+/// reading them) or, at a relay, the link its circuits forward to (`setReadBlocked`). Otherwise such
+/// cells pile up in NIO's outbound buffer without bound.
 final class OnionLink: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = ChannelCell
     typealias OutboundIn = ChannelCell
@@ -38,6 +49,10 @@ final class OnionLink: ChannelDuplexHandler, @unchecked Sendable {
     private(set) var peer: ChannelPeer?
     private var closed = false
     private var firstError: Error?
+    /// Links (this one included) whose unwritability pauses our reads; read while empty.
+    private var readBlockers: Set<ChannelID> = []
+    /// A read was asked for while blocked: issued once unblocked.
+    private var pendingRead = false
 
     init(id: ChannelID, endpoint: ChannelEndpoint, delegate: OnionLinkDelegate?) {
         self.id = id
@@ -78,6 +93,18 @@ final class OnionLink: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
+    /// Pause (true) or resume reading because the link `blocker` is (no longer) unwritable.
+    func setReadBlocked(by blocker: ChannelID, _ blocked: Bool) {
+        if blocked {
+            self.readBlockers.insert(blocker)
+        } else if self.readBlockers.remove(blocker) != nil, self.readBlockers.isEmpty, self.pendingRead {
+            self.pendingRead = false
+            self.context?.read()
+        }
+    }
+
+    var isReadBlocked: Bool { !self.readBlockers.isEmpty }
+
     func close() {
         guard let context else { return }
         context.flush()
@@ -107,6 +134,21 @@ final class OnionLink: ChannelDuplexHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closed else { return }
         self.delegate?.link(self, received: self.unwrapInboundIn(data))
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readBlockers.isEmpty {
+            context.read()
+        } else {
+            self.pendingRead = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        self.setReadBlocked(by: self.id, !writable)
+        self.delegate?.link(self, writable: writable)
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -32,6 +32,10 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var linkHandshakeTimeout: TimeAmount
     /// Stop reading an exit's TCP socket while this many bytes wait for circuit/stream window.
     public var exitReadPauseBytes: Int
+    /// SO_RCVBUF of exit TCP sockets (the kernel doubles it). Bounds what an exit reads past
+    /// `exitReadPauseBytes`: when the destination closes, NIO reads the socket's whole receive buffer
+    /// up to EOF whatever autoRead says, and a buffer the kernel autotunes on a fast stream holds MiBs.
+    public var exitReceiveBufferBytes: Int
     /// Tell application producers to pause (`sendApplicationMessage` returns false) while this many
     /// bytes wait on the circuit for window; exits also stop reading then. Per circuit: the circuit
     /// window is shared by all of its streams.
@@ -49,6 +53,7 @@ public struct OnionRelayServerConfiguration: Sendable {
         allowSingleHopExits: Bool = false, minimumSendmeVersion: UInt8 = 1,
         applicationCommands: ClosedRange<UInt8> = 80...85, exitConnectTimeout: TimeAmount = .seconds(10),
         linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int = 128 * 1024,
+        exitReceiveBufferBytes: Int = 128 * 1024,
         circuitPauseBytes: Int = 512 * 1024, maximumQueuedBytesPerCircuit: Int = 4 << 20,
         maximumLinks: Int = 4096
     ) {
@@ -65,6 +70,7 @@ public struct OnionRelayServerConfiguration: Sendable {
         self.exitConnectTimeout = exitConnectTimeout
         self.linkHandshakeTimeout = linkHandshakeTimeout
         self.exitReadPauseBytes = exitReadPauseBytes
+        self.exitReceiveBufferBytes = exitReceiveBufferBytes
         self.circuitPauseBytes = circuitPauseBytes
         self.maximumQueuedBytesPerCircuit = maximumQueuedBytesPerCircuit
         self.maximumLinks = maximumLinks
@@ -211,6 +217,13 @@ public final class OnionRelayServer: @unchecked Sendable {
     /// Number of circuits through or ending at this relay.
     public func circuitCount() async throws -> Int {
         try await self.eventLoop.submit { self.relay.circuitCount }.get()
+    }
+
+    /// Bytes waiting for window on each circuit (for tests and metrics).
+    public func queuedBytesByCircuit() async throws -> [RelayCircuitID: Int] {
+        try await self.eventLoop.submit {
+            Dictionary(uniqueKeysWithValues: self.relay.circuitIDs.map { ($0, self.relay.queuedBytes($0)) })
+        }.get()
     }
 
     /// Links (TLS connections) currently held, open or in their handshake.
@@ -371,6 +384,13 @@ public final class OnionRelayServer: @unchecked Sendable {
         ClientBootstrap(group: self.eventLoop)
             .connectTimeout(self.configuration.exitConnectTimeout)
             .channelOption(ChannelOptions.autoRead, value: false)
+            // One read() brings at most one 64 KiB buffer, so the queue overshoots the pause by that much.
+            .channelOption(ChannelOptions.maxMessagesPerRead, value: 1)
+            .channelOption(ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                minimum: 64, initial: 16 * 1024, maximum: Self.exitReadBytes))
+            // Set before connect, so the window scale matches.
+            .channelOption(ChannelOptions.socketOption(.so_rcvbuf),
+                           value: SocketOptionValue(clamping: self.configuration.exitReceiveBufferBytes))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(exit) }
@@ -388,6 +408,9 @@ public final class OnionRelayServer: @unchecked Sendable {
                 }
             }
     }
+
+    /// Largest buffer one exit read() fills.
+    static let exitReadBytes = 64 * 1024
 
     private func exitConnected(_ key: ExitKey, channel: Channel) {
         guard self.exits[key] != nil else {
@@ -534,8 +557,20 @@ extension OnionRelayServer: OnionLinkDelegate {
         self.resumeExitReads()
     }
 
+    func link(_ link: OnionLink, writable: Bool) {
+        // Links whose circuits forward into this one stop reading while it cannot take more (it was
+        // already paused itself by OnionLink). Resuming resumes every link, as the circuits may have
+        // changed meanwhile.
+        if writable {
+            for other in self.links.values { other.setReadBlocked(by: link.id, false) }
+        } else {
+            for channel in self.relay.linkedChannels(link.id) { self.links[channel]?.setReadBlocked(by: link.id, true) }
+        }
+    }
+
     func linkClosed(_ link: OnionLink, error: Error?) {
         self.links[link.id] = nil
+        for other in self.links.values { other.setReadBlocked(by: link.id, false) }
         if let error { self.logger.debug("link \(link.id) closed: \(error)") }
         if let identity = link.peerIdentity, self.linksByIdentity[identity] == link.id {
             self.linksByIdentity[identity] = nil
