@@ -117,7 +117,8 @@ public struct RunCommand: AsyncParsableCommand {
         }
         if settings.hunt.enabled {
             do {
-                hunting = try await SpyHunting.start(settings.hunt, blocklists: blocklists, dataDirectory: dataDirectory)
+                hunting = try await SpyHunting.start(settings.hunt, addresses: settings.torrent.magnetPeers, blocklists: blocklists,
+                                                   dataDirectory: dataDirectory)
             } catch {
                 throw await abandon("cannot start the spy hunt's DHT engine: \(error)")
             }

@@ -31,9 +31,11 @@ struct HuntSettings {
     /// The second engine's settings: DHT on (read-only, BEP 43, as every engine of ours), no
     /// torrents ever, no incoming connections, and no bootstrap of its own: libtorrent's routing
     /// table maintenance is not filtered by the blocklist (2.0.8), so the only DHT queries this
-    /// node sends are the hunt's own, each checked against the blocklist first.
-    func engineSettings(dataDirectory: URL) -> TorrentEngineSettings {
+    /// node sends are the hunt's own, each checked against the blocklist first. `addresses` is the
+    /// daemon's `[torrent] magnet_peers`, so both engines share one address policy.
+    func engineSettings(dataDirectory: URL, addresses: MagnetPeerPolicy) -> TorrentEngineSettings {
         var s = TorrentEngineSettings()
+        s.magnetPeers = addresses
         s.listenInterfaces = listen
         s.dhtEnabled = true
         s.dhtBootstrapNodes = []
@@ -54,8 +56,9 @@ struct SpyHunting {
     let discovery: SpyHuntDiscovery
     private let link: Task<Void, Never>
 
-    static func start(_ settings: HuntSettings, blocklists: BlocklistService, dataDirectory: URL) async throws -> SpyHunting {
-        let engine = try TorrentEngine(settings: settings.engineSettings(dataDirectory: dataDirectory),
+    static func start(_ settings: HuntSettings, addresses: MagnetPeerPolicy, blocklists: BlocklistService,
+                      dataDirectory: URL) async throws -> SpyHunting {
+        let engine = try TorrentEngine(settings: settings.engineSettings(dataDirectory: dataDirectory, addresses: addresses),
                                        logger: Logger(label: "peersm.torrent.hunt"))
         // Its ip_filter holds the union too: libtorrent 2.0.11+ applies it to DHT traffic as well
         // (2.0.8 does not; GuardedDHTLookup checks every query itself).

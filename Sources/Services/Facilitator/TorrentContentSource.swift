@@ -4,7 +4,7 @@ import PeersmProtocol
 import TorrentEngine
 
 /// The production `ContentSource`: the torrent engine, in free-rider mode. A hash_name is a 20-byte
-/// infohash or a magnet link (BEP 9; `x.pe` peers are used). The largest file of the torrent is served.
+/// infohash or a magnet link (BEP 9; its `x.pe` peers as the engine's `magnetPeers` policy allows). The largest file of the torrent is served.
 ///
 /// Each query runs on one engine range stream, which holds the torrent for as long as it runs:
 /// an info query a zero-length range (the engine's progress words, then the file's size and type),
@@ -154,9 +154,9 @@ public struct TorrentContentSource: ContentSource {
 
 
 /// A data query's engine range stream and how far it has been read: handed from one query to the
-/// next (`ParkedStreams`) when they are consecutive. Used by one reading task at a time.
+/// next (through `IdleTorrents`) when they are consecutive. Used by one reading task at a time.
 final class RangeReader: @unchecked Sendable {
-    // @unchecked: owned by one query's reading task, or by `ParkedStreams` (under its lock) between queries.
+    // @unchecked: owned by one query's reading task, or by `IdleTorrents` (under its lock) between queries.
     var iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.AsyncIterator
     /// Bytes of the last engine chunk beyond what the previous answer needed.
     var leftover = ByteBuffer()
