@@ -20,19 +20,19 @@ public actor TorrentEngine {
     /// Peer-level events (connect, disconnect, blocked, bad piece, request timeout). One consumer.
     public nonisolated let peerEvents: AsyncStream<PeerEvent>
 
-    private let session: LibtorrentSession
+    let session: LibtorrentSession
     private let pump: AlertPump
     private let peerEventSink: AsyncStream<PeerEvent>.Continuation
     private let logger: Logger
-    private var stopped = false
+    private(set) var stopped = false
 
     private var torrents: [UInt64: OpenTorrent] = [:]
     private var torrentsByHash: [String: UInt64] = [:]
     private var streams: [UInt64: StreamState] = [:]
     private var nextToken: UInt64 = 1
     private var counters: [String: PeerCounters] = [:]
-    private var dhtNodes: [PeerEndpoint] = []
-    private var dhtReplies: [UInt64: DHTReplyBuilder] = [:]
+    var dhtNodes: [PeerEndpoint] = []
+    var dhtReplies: [UInt64: DHTReplyBuilder] = [:]
     public private(set) var listenPort: Int = 0
 
     public init(settings: TorrentEngineSettings = TorrentEngineSettings(),
@@ -454,7 +454,7 @@ public actor TorrentEngine {
         t.pieceWaiters.removeAll()
     }
 
-    private func token() -> UInt64 { defer { nextToken += 1 }; return nextToken }
+    func token() -> UInt64 { defer { nextToken += 1 }; return nextToken }
 
     // MARK: - Alerts
 
@@ -560,54 +560,6 @@ public actor TorrentEngine {
         settings.magnetPeers == .publicOnly ? PublicAddress.nonPublicRanges : []
     }
 
-    /// Adds a node to the read-only DHT's routing table (e.g. a local test node).
-    public func addDHTNode(_ node: PeerEndpoint) throws {
-        guard !stopped else { throw TorrentEngineError.engineStopped }
-        try session.dhtAddNode(node)
-        if !dhtNodes.contains(node) { dhtNodes.append(node) }
-    }
-
-    /// Asks DHT nodes directly for peers of `infoHash` and reports every answer: the node's
-    /// address and id, the peers it returned, and the closer nodes it named, which are queried in
-    /// turn (up to `maxNodes`). Starts from `nodes`, or the nodes added to this engine.
-    /// Our node is read-only (BEP 43): it asks, never answers or announces.
-    public func dhtGetPeers(infoHash: String, nodes: [PeerEndpoint]? = nil, maxNodes: Int = 32,
-                            timeout: Duration = .seconds(10)) async throws -> [DHTNodeReply] {
-        guard !stopped else { throw TorrentEngineError.engineStopped }
-        guard settings.dhtEnabled else { throw TorrentEngineError.invalidArgument("the DHT is disabled") }
-        let hex = infoHash.lowercased()
-        guard TorrentSource.isInfoHash(hex) else { throw TorrentEngineError.invalidHashName("info-hash must be 40 hex digits") }
-        var queue = nodes ?? dhtNodes
-        var asked = Set<PeerEndpoint>()
-        var results: [DHTNodeReply] = []
-        let deadline = ContinuousClock.now + timeout
-        while !queue.isEmpty && asked.count < maxNodes && ContinuousClock.now < deadline {
-            var cookies: [UInt64] = []
-            for node in queue where !asked.contains(node) && asked.count < maxNodes {
-                asked.insert(node)
-                let c = token()
-                dhtReplies[c] = DHTReplyBuilder(node: node)
-                do {
-                    try session.dhtDirectGetPeers(node, infoHashHex: hex, cookie: c)
-                } catch {
-                    dhtReplies[c] = nil
-                    throw error
-                }
-                cookies.append(c)
-            }
-            queue = []
-            while ContinuousClock.now < deadline && cookies.contains(where: { dhtReplies[$0]?.complete != true }) {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            for c in cookies {
-                guard let b = dhtReplies.removeValue(forKey: c) else { continue }
-                results.append(b.reply)
-                queue += b.closer.map(\.endpoint).filter { !asked.contains($0) }
-            }
-        }
-        return results
-    }
-
     static func parseEndpoint(_ s: String) -> PeerEndpoint? {
         guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]), port > 0 else { return nil }
         var host = String(s[..<colon])
@@ -686,35 +638,6 @@ final class StreamHandle: @unchecked Sendable {
     deinit { Task { [engine, id] in await engine.endStream(id) } }
 }
 
-
-/// Collects the alerts that answer one direct get_peers query.
-struct DHTReplyBuilder {
-    let node: PeerEndpoint
-    var nodeID: [UInt8] = []
-    var answered = false
-    var complete = false
-    var peers: [PeerEndpoint] = []
-    var closer: [(id: [UInt8], endpoint: PeerEndpoint)] = []
-
-    init(node: PeerEndpoint) { self.node = node }
-
-    mutating func add(_ alert: LibtorrentAlert) {
-        switch alert {
-        case .dhtNodeTimeout: complete = true
-        case .dhtNodeReply(_, let id, let ok):
-            answered = ok
-            nodeID = id
-            complete = true
-        case .dhtNodePeer(_, let peer): peers.append(peer)
-        case .dhtNodeContact(_, let id, let node): closer.append((id, node))
-        default: break
-        }
-    }
-
-    var reply: DHTNodeReply {
-        DHTNodeReply(node: node, nodeID: nodeID, answered: answered, peers: peers, closerNodes: closer)
-    }
-}
 
 /// Magnet-link helpers (only what the engine needs before libtorrent parses the link).
 enum MagnetLink {
