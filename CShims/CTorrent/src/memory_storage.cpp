@@ -31,6 +31,7 @@ struct storage {
 disk_io::disk_io(lt::io_context &ioc, int64_t budget) : ioc_(ioc), budget_(budget) {
     hasher_ = std::thread([this] { run_hasher(); });
 }
+
 disk_io::~disk_io() { stop_hasher(); }
 
 lt::storage_holder disk_io::new_torrent(lt::storage_params const &p, std::shared_ptr<void> const &) {
@@ -280,6 +281,7 @@ void disk_io::submit_hash(std::function<void()> job) {
     }
     job();   // after abort: run inline rather than drop the completion
 }
+
 void disk_io::run_hasher() {
     std::unique_lock<std::mutex> l(hm_);
     for (;;) {
@@ -292,6 +294,7 @@ void disk_io::run_hasher() {
         l.lock();
     }
 }
+
 void disk_io::stop_hasher() {
     {
         std::lock_guard<std::mutex> l(hm_);
@@ -305,6 +308,7 @@ storage *disk_io::get_locked(lt::storage_index_t idx) {
     size_t const i = size_t(static_cast<int>(idx));
     return i < torrents_.size() ? torrents_[i].get() : nullptr;
 }
+
 // The C API names torrents by hash, not storage index. A torrent removed and added again at
 // once has two storages of the same hash for a while (the old one goes only when libtorrent
 // lets go of the dying torrent); the newest is the live one. Taking the first match instead
@@ -317,11 +321,13 @@ storage *disk_io::find_locked(lt::sha1_hash const &ih, lt::sha1_hash const &ih2)
             found = t.get();
     return found;
 }
+
 void disk_io::erase_locked(storage &st, int piece, bool mark_released) {
     auto it = st.pieces.find(piece);
     if (it != st.pieces.end()) { bytes_ -= int64_t(it->second.size()); st.pieces.erase(it); }
     if (mark_released) st.released.insert(piece);
 }
+
 void disk_io::drop(lt::storage_index_t idx, int piece, bool mark_released) {
     std::vector<std::shared_ptr<lt::disk_observer>> wake;
     {
@@ -331,11 +337,13 @@ void disk_io::drop(lt::storage_index_t idx, int piece, bool mark_released) {
     }
     notify(wake);
 }
+
 std::vector<std::shared_ptr<lt::disk_observer>> disk_io::take_observers_locked() {
     std::vector<std::shared_ptr<lt::disk_observer>> out;
     if (budget_ <= 0 || bytes_ <= budget_) out.swap(observers_);
     return out;
 }
+
 void disk_io::notify(std::vector<std::shared_ptr<lt::disk_observer>> &wake) {
     // on_disk() must run on the network thread.
     for (auto &o : wake) boost::asio::post(ioc_, [o] { o->on_disk(); });
