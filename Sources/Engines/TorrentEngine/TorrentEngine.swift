@@ -1,6 +1,7 @@
 import CTorrent
 import Foundation
 import Logging
+import NetBasics
 
 /// The one owner of the libtorrent session. Nothing else calls the C shim.
 ///
@@ -697,14 +698,15 @@ public actor TorrentEngine {
     }
 
     private static func policyRanges(_ settings: TorrentEngineSettings) -> [IPRange] {
-        settings.magnetPeers == .publicOnly ? PublicAddress.nonPublicRanges : []
+        settings.magnetPeers == .publicOnly ? AddressClass.nonPublicRanges : []
     }
 
     private static func setIPFilter(_ raw: OpaquePointer, _ ranges: [IPRange]) throws {
         var err = ct_error()
-        // Keep the C strings alive for the call.
-        let firsts = ranges.map { strdup($0.first) }
-        let lasts = ranges.map { strdup($0.last) }
+        // IPv4 ends print dotted (they are IPv4-mapped inside `IPAddress`), so libtorrent files them
+        // as address_v4 rules; IPv6 ends print in RFC 5952 form. Keep the C strings alive for the call.
+        let firsts = ranges.map { strdup($0.first.description) }
+        let lasts = ranges.map { strdup($0.last.description) }
         defer { (firsts + lasts).forEach { free($0) } }
         var cRanges = zip(firsts, lasts).map { ct_ip_range(first: $0, last: $1) }
         let rc = cRanges.withUnsafeMutableBufferPointer { ct_set_ip_filter(raw, $0.baseAddress, $0.count, &err) }
@@ -771,7 +773,7 @@ public actor TorrentEngine {
         switch source {
         case .infoHash(let h): return h.lowercased()
         case .torrentFile: return nil
-        case .magnet(let uri): return try? MagnetLink.btih(uri)
+        case .magnet(let uri): return (try? TorrentSource.btih(uri)) ?? nil
         }
     }
 }
@@ -870,92 +872,5 @@ struct DHTReplyBuilder {
 
     var reply: DHTNodeReply {
         DHTNodeReply(node: node, nodeID: nodeID, answered: answered, peers: peers, closerNodes: closer)
-    }
-}
-
-/// Magnet-link helpers (only what the engine needs before libtorrent parses the link).
-enum MagnetLink {
-    /// The v1 info-hash of `xt=urn:btih:` as lowercase hex (hex or base32 form); nil when the link
-    /// names none (e.g. a v2-only `btmh` link). Reads the link exactly as libtorrent 2.0's
-    /// parse_magnet_uri does — case-insensitive names with an optional numeric suffix (`xt.1`),
-    /// percent-decoded values — and throws where libtorrent would fetch a hash we cannot know
-    /// for sure: a malformed btih (libtorrent ignores bad hex digits) or two different btih
-    /// (libtorrent takes the last). PeersmProtocol's `HashName.infohash` implements the same
-    /// reading (this module cannot import it); both are checked against TestSupport's `MagnetVectors`.
-    static func btih(_ uri: String) throws -> String? {
-        var found: String?
-        for value in try xtValues(uri) where value.hasPrefix("urn:btih:") {
-            let h = String(value.dropFirst("urn:btih:".count))
-            let hex: String
-            if h.utf8.count == 40, TorrentSource.isInfoHash(h) {
-                hex = h.lowercased()
-            } else if h.utf8.count == 32, let bytes = base32(h), bytes.count == 20 {
-                hex = bytes.map { String(format: "%02x", $0) }.joined()
-            } else {
-                throw TorrentEngineError.invalidHashName("magnet link whose xt=urn:btih: is neither 40 hex digits nor 32 base32 characters")
-            }
-            if let found, found != hex {
-                throw TorrentEngineError.invalidHashName("magnet link naming two different btih info-hashes")
-            }
-            found = hex
-        }
-        return found
-    }
-
-    /// The percent-decoded values of the link's `xt` parameters, in order.
-    static func xtValues(_ uri: String) throws -> [String] {
-        var values: [String] = []
-        var rest = Substring(uri.dropFirst("magnet:?".count))
-        while !rest.isEmpty {
-            // libtorrent's order: the name runs to the first '=', then the value to the next '&'.
-            let eq = rest.firstIndex(of: "=") ?? rest.endIndex
-            var name = rest[..<eq]
-            rest = eq == rest.endIndex ? "" : rest[rest.index(after: eq)...]
-            let amp = rest.firstIndex(of: "&") ?? rest.endIndex
-            var value = String(rest[..<amp])
-            rest = amp == rest.endIndex ? "" : rest[rest.index(after: amp)...]
-            if let dot = name.firstIndex(of: "."), name[name.index(after: dot)...].allSatisfy({ ("0"..."9").contains($0) }) {
-                name = name[..<dot]
-            }
-            guard name.lowercased() == "xt" else { continue }
-            if value.contains("%") {
-                guard let decoded = percentDecoded(value) else {
-                    throw TorrentEngineError.invalidHashName("magnet link with a malformed percent-escape in xt")
-                }
-                value = decoded
-            }
-            values.append(value)
-        }
-        return values
-    }
-
-    /// RFC 3986 percent-decoding (UTF-8); nil for a truncated or non-hex escape.
-    static func percentDecoded(_ s: String) -> String? {
-        var out: [UInt8] = []
-        var bytes = Array(s.utf8)[...]
-        while let c = bytes.popFirst() {
-            guard c == UInt8(ascii: "%") else { out.append(c); continue }
-            guard bytes.count >= 2, let byte = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) else { return nil }
-            out.append(byte)
-            bytes = bytes.dropFirst(2)
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// RFC 4648 base32 without padding, case-insensitive; '1' reads as 'I' (as libtorrent does).
-    static func base32(_ s: String) -> [UInt8]? {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-        var bits = 0, value = 0
-        var out: [UInt8] = []
-        for ch in s.uppercased() {
-            guard let v = alphabet.firstIndex(of: ch == "1" ? "I" : ch) else { return nil }
-            value = ((value << 5) | v) & 0xFFFF
-            bits += 5
-            if bits >= 8 {
-                out.append(UInt8((value >> (bits - 8)) & 0xff))
-                bits -= 8
-            }
-        }
-        return out
     }
 }

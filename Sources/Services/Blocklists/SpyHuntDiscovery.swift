@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import NetBasics
 import TorrentEngine
 
 /// The daemon's peer discovery: before a torrent is added, hunt spies for its info-hash (the fake
