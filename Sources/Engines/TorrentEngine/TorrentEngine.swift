@@ -762,10 +762,7 @@ public actor TorrentEngine {
     }
 
     static func parseEndpoint(_ s: String) -> PeerEndpoint? {
-        guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]), port > 0 else { return nil }
-        var host = String(s[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : PeerEndpoint(host: host, port: port)
+        HostPort.parse(s).map { PeerEndpoint(host: $0.host, port: $0.port) }
     }
 
     /// The v1 info-hash (lowercase hex) a source names, when it can be known before adding.
