@@ -53,20 +53,13 @@ enum EngineRig {
 
     /// Streams the whole largest file of `magnet`. A fetch that has not finished within `timeout`
     /// is cancelled and fails with what the engine knew (torrents, their stats and peers), rather
-    /// than hanging the suite.
-    /// Known engine issue (reported to the torrent engineer): now and then a stream yields
-    /// torrent/start/ready and then no data although libtorrent has every piece (state seeding,
-    /// payload downloaded = file size). It shows with a single seeder and no blocklist at all. Such
-    /// a stall is recorded as a known issue and the fetch is tried once more on the same engine;
-    /// everything else the tests check (who was connected, blocked, what arrived) still holds.
+    /// than hanging the suite. No retry: the stall this used to retry ("stream stalled with every
+    /// piece downloaded") was a stream sharing its torrent with one still ending, whose read of a
+    /// piece hid it from the other; `PieceScheduler` keeps a piece readable until every stream
+    /// that needs it has read it.
     static func fetch(_ engine: TorrentEngine, _ magnet: String, peers: [PeerEndpoint] = [],
                       timeout: Duration = .seconds(60)) async throws -> Data {
-        do {
-            return try await fetchOnce(engine, magnet, peers: peers, timeout: timeout)
-        } catch let stall as FetchStalled {
-            withKnownIssue("TorrentEngine stream stalled with every piece downloaded", isIntermittent: true) { throw stall }
-            return try await fetchOnce(engine, magnet, peers: peers, timeout: timeout)
-        }
+        try await fetchOnce(engine, magnet, peers: peers, timeout: timeout)
     }
 
     private static func fetchOnce(_ engine: TorrentEngine, _ magnet: String, peers: [PeerEndpoint],

@@ -3,8 +3,11 @@
 // Conventions: fixed-argument functions only (Swift cannot call C varargs); every fallible call
 // returns 0 on success or a CT_E* code and fills the optional `ct_error*` with a message; records
 // passed in carry `struct_size` so a caller built against another header is refused, not misread.
-// Torrents are named by a session-unique 64-bit id (never reused). Policy (what to fetch, when,
-// how much to keep) lives in Swift; this layer only translates.
+// Torrents are named by a session-unique 64-bit id (never reused). What to fetch, when, and how
+// much to keep is decided in Swift. The free-rider policy (never serve a piece, never announce)
+// is set in C++, in one unit (src/free_rider_policy.hpp), and pieces live only in memory
+// (src/memory_storage.hpp); Swift configures what ct_settings exposes and may adjust single
+// libtorrent settings by name (ct_session_set_*).
 #ifndef PEERSM_CTORRENT_H
 #define PEERSM_CTORRENT_H
 #include <stddef.h>

@@ -1,15 +1,15 @@
-import CTorrent
 import Foundation
 import Logging
 import NetBasics
 
-/// The one owner of the libtorrent session. Nothing else calls the C shim.
+/// The one owner of the libtorrent session: an actor that drives a `PieceScheduler` per torrent
+/// and performs its actions through `LibtorrentSession` (the only caller of the C shim).
 ///
-/// Streams pull: each `next()` of a stream asks this actor for the next event; the actor keeps
-/// piece deadlines on a small window ahead of the consumer, so a slow consumer slows libtorrent
+/// Streams pull: each `next()` of a stream asks this actor for the next event; the scheduler keeps
+/// piece deadlines on a small window ahead of each consumer, so a slow consumer slows libtorrent
 /// (the window does not move) and memory stays within `memoryBudget`. Pieces live only in the
-/// shim's in-memory store and are dropped as soon as they are handed over; a torrent is removed
-/// when its last stream ends, so nothing is seeded afterwards.
+/// shim's in-memory store and leave it once every stream that needs them has read them; a torrent
+/// is removed when its last stream ends, so nothing is seeded afterwards.
 ///
 /// Free-rider mode (configured in the shim, checked by the tests): no peer is ever unchoked, piece
 /// requests are swallowed, the DHT node is read-only and torrents never announce, no PEX, LSD,
@@ -21,19 +21,19 @@ public actor TorrentEngine {
     /// Peer-level events (connect, disconnect, blocked, bad piece, request timeout). One consumer.
     public nonisolated let peerEvents: AsyncStream<PeerEvent>
 
-    private let session: SessionHandle
+    let session: LibtorrentSession
     private let pump: AlertPump
     private let peerEventSink: AsyncStream<PeerEvent>.Continuation
     private let logger: Logger
-    private var stopped = false
+    private(set) var stopped = false
 
     private var torrents: [UInt64: OpenTorrent] = [:]
     private var torrentsByHash: [String: UInt64] = [:]
     private var streams: [UInt64: StreamState] = [:]
     private var nextToken: UInt64 = 1
     private var counters: [String: PeerCounters] = [:]
-    private var dhtNodes: [PeerEndpoint] = []
-    private var dhtReplies: [UInt64: DHTReplyBuilder] = [:]
+    var dhtNodes: [PeerEndpoint] = []
+    var dhtReplies: [UInt64: DHTReplyBuilder] = [:]
     public private(set) var listenPort: Int = 0
 
     public init(settings: TorrentEngineSettings = TorrentEngineSettings(),
@@ -41,50 +41,30 @@ public actor TorrentEngine {
         self.settings = settings
         self.logger = logger
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
-        var err = ct_error()
-        let raw: OpaquePointer? = settings.listenInterfaces.withCString { listen in
-            settings.dhtBootstrapNodes.joined(separator: ",").withCString { boot in
-                settings.dataDirectory.withCString { save in
-                    var cfg = ct_settings()
-                    cfg.struct_size = UInt32(MemoryLayout<ct_settings>.size)
-                    cfg.listen_interfaces = listen
-                    cfg.dht_bootstrap_nodes = boot
-                    cfg.enable_dht = settings.dhtEnabled ? 1 : 0
-                    cfg.enable_incoming = settings.acceptIncoming ? 1 : 0
-                    cfg.enable_utp = settings.enableUTP ? 1 : 0
-                    cfg.connections_limit = Int32(clamping: settings.connectionsLimit)
-                    cfg.alert_queue_size = 0
-                    cfg.memory_budget = Int64(settings.memoryBudget)
-                    cfg.save_path = save
-                    return ct_session_create(&cfg, &err)
-                }
-            }
-        }
-        guard let raw else {
-            throw TorrentEngineError.check(err.code == 0 ? Int32(CT_EINTERNAL) : err.code, err)
-                ?? TorrentEngineError.invalidArgument("session creation failed")
-        }
-        let handle = SessionHandle(raw)
-        session = handle
+        let session = try LibtorrentSession(settings)
+        self.session = session
         if settings.dhtAllowLocalNodes {
-            for name in ["dht_restrict_routing_ips", "dht_restrict_search_ips"] {
-                _ = ct_session_set_bool(raw, name, 0, &err)
-            }
+            for name in ["dht_restrict_routing_ips", "dht_restrict_search_ips"] { try? session.setBool(name, false) }
         }
         var eventsCont: AsyncStream<PeerEvent>.Continuation!
         peerEvents = AsyncStream(bufferingPolicy: .bufferingNewest(4096)) { eventsCont = $0 }
         peerEventSink = eventsCont
-        let (alerts, alertSink) = AsyncStream<[EngineAlert]>.makeStream()
-        pump = AlertPump(session: handle, continuation: alertSink)
-        let boundPort = Int(ct_session_listen_port(raw))
+        let (alerts, alertSink) = AsyncStream<[LibtorrentAlert]>.makeStream()
+        pump = AlertPump(session: session, continuation: alertSink)
+        let boundPort = session.listenPort
         listenPort = boundPort
-        if !Self.policyRanges(settings).isEmpty {
-            try Self.setIPFilter(raw, Self.policyRanges(settings))
-        }
-        for node in settings.dhtNodes {
-            guard let ep = Self.parseEndpoint(node) else { throw TorrentEngineError.invalidArgument("DHT node \(node)") }
-            if let e = TorrentEngineError.check(ct_dht_add_node(raw, ep.host, ep.port, &err), err) { throw e }
-            dhtNodes.append(ep)
+        do {
+            if !Self.policyRanges(settings).isEmpty {
+                try session.setIPFilter(Self.policyRanges(settings))
+            }
+            for node in settings.dhtNodes {
+                guard let ep = Self.parseEndpoint(node) else { throw TorrentEngineError.invalidArgument("DHT node \(node)") }
+                try session.dhtAddNode(ep)
+                dhtNodes.append(ep)
+            }
+        } catch {
+            session.destroy()
+            throw error
         }
         logger.debug("session started", metadata: [
             "listen": "\(settings.listenInterfaces)", "port": "\(boundPort)", "dht": "\(settings.dhtEnabled)",
@@ -103,7 +83,7 @@ public actor TorrentEngine {
         // Only reached without shutdown(): stop the pump thread before the session goes.
         if !stopped {
             pump.stop()
-            ct_session_destroy(session.raw)
+            session.destroy()
             peerEventSink.finish()
         }
     }
@@ -117,7 +97,7 @@ public actor TorrentEngine {
         torrentsByHash.removeAll()
         streams.removeAll()
         pump.stop()
-        ct_session_destroy(session.raw)
+        session.destroy()
         peerEventSink.finish()
     }
 
@@ -125,20 +105,16 @@ public actor TorrentEngine {
 
     /// Adds (or finds) a torrent and waits for its metadata. The torrent stays until `close`.
     public func open(_ hashName: String, peers: [PeerEndpoint] = []) async throws -> (TorrentID, TorrentMetadata) {
-        let t = try add(try TorrentSource(hashName: hashName), peers: peers)
-        t.users += 1
-        do {
-            let md = try await metadata(of: t)
-            return (TorrentID(raw: t.id), md)
-        } catch {
-            release(t)
-            throw error
-        }
+        try await open(source: try TorrentSource(hashName: hashName), peers: peers)
     }
 
     /// Adds a torrent from .torrent bytes (kept until `close`).
     public func open(torrentFile bytes: [UInt8], peers: [PeerEndpoint] = []) async throws -> (TorrentID, TorrentMetadata) {
-        let t = try add(.torrentFile(bytes), peers: peers)
+        try await open(source: .torrentFile(bytes), peers: peers)
+    }
+
+    private func open(source: TorrentSource, peers: [PeerEndpoint]) async throws -> (TorrentID, TorrentMetadata) {
+        let t = try add(source, peers: peers)
         t.users += 1
         do {
             return (TorrentID(raw: t.id), try await metadata(of: t))
@@ -162,8 +138,7 @@ public actor TorrentEngine {
 
     public func connectPeer(_ id: TorrentID, _ peer: PeerEndpoint) throws {
         guard let t = torrents[id.raw] else { throw TorrentEngineError.torrentRemoved(infoHash: "\(id)") }
-        var err = ct_error()
-        if let e = TorrentEngineError.check(ct_connect_peer(session.raw, t.id, peer.host, peer.port, &err), err) { throw e }
+        try session.connectPeer(t.id, peer)
     }
 
     public var openTorrents: [TorrentID] { torrents.keys.sorted().map(TorrentID.init(raw:)) }
@@ -175,7 +150,8 @@ public actor TorrentEngine {
     /// Events: `.progress(.torrent)`, `.progress(.dhtReady)` (DHT only), `.progress(.start)`,
     /// `.ready(info)`, then `.data` chunks in order. Malformed input throws here; a range outside
     /// the file, a metadata timeout or removal of the torrent end the stream with an error.
-    /// Cancelling the consuming task, or dropping the stream, stops the fetch.
+    /// Cancelling the consuming task, or dropping the stream, stops the fetch. Several streams may
+    /// read one torrent at once; each gets every byte of its own range.
     public func stream(_ hashName: String, offset: Int64 = 0, length: Int64? = nil, fileIndex: Int? = nil,
                        peers: [PeerEndpoint] = []) throws -> AsyncThrowingStream<TorrentStreamEvent, Error> {
         try stream(source: try TorrentSource(hashName: hashName), offset: offset, length: length,
@@ -194,6 +170,7 @@ public actor TorrentEngine {
         st.queue.append(.progress(.torrent))
         streams[id] = st
         t.streams.insert(id)
+        t.scheduler.addStream(id)
         let handle = StreamHandle(engine: self, id: id)
         return AsyncThrowingStream(unfolding: { try await handle.next() })
     }
@@ -223,36 +200,29 @@ public actor TorrentEngine {
 
     private func step(_ st: StreamState) async throws -> TorrentStreamEvent? {
         let t = st.torrent
-        if !st.queue.isEmpty { return st.queue.removeFirst() }
-        if st.plan == nil {
-            guard let md = t.metadata else {
-                try await waitMetadataOrProgress(t)
-                return try await step(st)
+        while true {
+            if !st.queue.isEmpty { return st.queue.removeFirst() }
+            guard let plan = t.scheduler.plan(of: st.id) else {
+                guard let md = t.metadata else {
+                    try await waitMetadataOrProgress(t)
+                    continue
+                }
+                try begin(st, md)
+                continue
             }
-            try begin(st, md)
-            return st.queue.removeFirst()
+            if let chunk = st.takeChunk(max: settings.chunkSize) { return .data(chunk) }
+            guard let piece = t.scheduler.nextPiece(of: st.id) else { return nil }
+            try await waitPiece(t, piece)
+            try Task.checkCancellation()
+            let data = try readPiece(t, piece)
+            perform(t, t.scheduler.consumed(st.id, piece: piece))
+            let slice = plan.slice(of: piece)
+            st.buffer = slice.count == data.count ? data : data.subdata(in: slice)
+            st.bufferPos = 0
         }
-        if let chunk = st.takeChunk(max: settings.chunkSize) { return .data(chunk) }
-        guard var plan = st.plan, !plan.isDone else { return nil }
-        let piece = plan.next
-        refreshWindow(st)
-        try await waitPiece(t, piece)
-        try Task.checkCancellation()
-        let data = try readPiece(t, piece)
-        let slice = plan.slice(of: piece)
-        plan.advance()
-        st.plan = plan
-        st.deadlined.remove(piece)
-        t.ready.remove(piece)
-        if !isNeededByOthers(t, piece, except: st.id) { releasePiece(t, piece) }
-        refreshWindow(st)
-        st.buffer = slice.count == data.count ? data : data.subdata(in: slice)
-        st.bufferPos = 0
-        if let chunk = st.takeChunk(max: settings.chunkSize) { return .data(chunk) }
-        return try await step(st)
     }
 
-    /// Chooses the file, checks the range and fixes the piece plan.
+    /// Chooses the file, checks the range and hands the piece plan to the scheduler.
     private func begin(_ st: StreamState, _ md: TorrentMetadata) throws {
         let file: TorrentFile
         if let i = st.fileIndex {
@@ -271,79 +241,45 @@ public actor TorrentEngine {
             throw TorrentEngineError.rangeNotSatisfiable(offset: st.offset, length: st.length, fileSize: file.size)
         }
         let start = file.offset + st.offset
-        st.plan = PiecePlan(pieceLength: Int64(md.pieceLength), totalSize: md.totalSize, start: start, end: start + length)
-        let activeStreams = max(1, streams.values.filter { $0.plan != nil }.count)
-        st.readAhead = max(2, min(settings.maxReadAheadPieces, settings.memoryBudget / md.pieceLength / activeStreams))
+        let plan = PiecePlan(pieceLength: Int64(md.pieceLength), totalSize: md.totalSize, start: start, end: start + length)
+        let readAhead = PieceScheduler.readAhead(pieceLength: md.pieceLength, memoryBudget: settings.memoryBudget,
+                                                 maxPieces: settings.maxReadAheadPieces,
+                                                 streams: streams.values.filter { $0.torrent.scheduler.plan(of: $0.id) != nil }.count)
+        do {
+            perform(st.torrent, try st.torrent.scheduler.begin(st.id, plan: plan, readAhead: readAhead))
+        } catch .pieceAlreadyRelayed(let p) {
+            throw TorrentEngineError.pieceAlreadyRelayed(infoHash: md.infoHash, piece: p)
+        }
         st.queue.append(.progress(.start))
         st.queue.append(.ready(TorrentStreamInfo(
             torrent: TorrentID(raw: st.torrent.id), infoHash: md.infoHash, fileIndex: file.index,
             fileName: file.path, fileSize: file.size, mimeType: file.mimeType, offset: st.offset, length: length)))
-        for p in st.plan!.firstPiece...max(st.plan!.firstPiece, st.plan!.lastPiece) where st.torrent.released.contains(p) {
-            throw TorrentEngineError.pieceAlreadyRelayed(infoHash: md.infoHash, piece: p)
-        }
     }
 
-    /// Keeps deadlines on the next `readAhead` pieces, nearest first.
-    private func refreshWindow(_ st: StreamState) {
-        guard let plan = st.plan, st.torrent.failure == nil else { return }
-        var err = ct_error()
-        for (k, p) in plan.window(readAhead: st.readAhead).enumerated()
-        where !st.deadlined.contains(p) && !st.torrent.ready.contains(p) {
-            // Increasing deadlines make libtorrent's time-critical picker fetch in stream order.
-            // The top priority keeps the ordinary picker on the piece too, should the time-critical
-            // logic drop it (seen with a short tick_interval: the stream stalled).
-            if ct_set_piece_deadline(session.raw, st.torrent.id, Int32(p), Int32(k * 50), &err) == 0 {
-                _ = ct_set_piece_priorities(session.raw, st.torrent.id, Int32(p), Int32(p), 7, -1, &err)
-                st.deadlined.insert(p)
+    /// Carries out the scheduler's decisions on the session (nothing once the torrent has gone).
+    private func perform(_ t: OpenTorrent, _ actions: [PieceScheduler.Action]) {
+        guard torrents[t.id] != nil, t.failure == nil else { return }
+        for action in actions {
+            switch action {
+            case .setDeadline(let p, let ms): session.setDeadline(t.id, piece: p, milliseconds: ms)
+            case .clearDeadline(let p): session.clearDeadline(t.id, piece: p)
+            case .release(let p): session.releasePiece(t.id, piece: p)
             }
-        }
-    }
-
-    private func isNeededByOthers(_ t: OpenTorrent, _ piece: Int, except sid: UInt64) -> Bool {
-        t.streams.contains { other in
-            guard other != sid, let s = streams[other] else { return false }
-            guard let plan = s.plan else { return true }   // range not known yet: keep to be safe
-            return piece >= plan.next && piece <= plan.lastPiece
         }
     }
 
     private func readPiece(_ t: OpenTorrent, _ piece: Int) throws -> Data {
         let size = t.metadata.map { Int(min(Int64($0.pieceLength), $0.totalSize - Int64(piece) * Int64($0.pieceLength))) } ?? 0
-        var data = Data(count: size)
-        var err = ct_error()
-        var len = 0
-        let rc = data.withUnsafeMutableBytes { raw in
-            ct_read_piece(session.raw, t.id, Int32(piece), raw.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                          raw.count, &len, &err)
-        }
-        if let e = TorrentEngineError.check(rc, err) { throw e }
-        if len != size { data.count = len }
-        return data
+        return try session.readPiece(t.id, piece: piece, size: size)
     }
 
-    private func releasePiece(_ t: OpenTorrent, _ piece: Int) {
-        var err = ct_error()
-        _ = ct_release_piece(session.raw, t.id, Int32(piece), &err)
-        t.released.insert(piece)
-    }
-
-    /// Ends a stream: its deadlines go, unconsumed pieces leave memory, and the torrent is removed
-    /// when nothing else holds it (no seeding after delivery).
+    /// Ends a stream: deadlines and pieces only it needed go, and the torrent is removed when
+    /// nothing else holds it (no seeding after delivery).
     fileprivate func endStream(_ sid: UInt64) {
         guard let st = streams.removeValue(forKey: sid) else { return }
         let t = st.torrent
         t.streams.remove(sid)
-        if torrents[t.id] != nil && t.failure == nil {
-            var err = ct_error()
-            for p in st.deadlined where !isNeededByOthers(t, p, except: sid) {
-                _ = ct_reset_piece_deadline(session.raw, t.id, Int32(p), &err)
-                _ = ct_set_piece_priorities(session.raw, t.id, Int32(p), Int32(p), 0, -1, &err)
-            }
-            for p in t.ready where !isNeededByOthers(t, p, except: sid) {
-                releasePiece(t, p)
-                t.ready.remove(p)
-            }
-        }
+        perform(t, t.scheduler.removeStream(sid))
         release(t)
     }
 
@@ -362,29 +298,16 @@ public actor TorrentEngine {
         guard torrents.count < settings.maxConcurrentTorrents else {
             throw TorrentEngineError.tooManyTorrents(limit: settings.maxConcurrentTorrents)
         }
-        var err = ct_error()
-        var id: UInt64 = 0
-        let keep: Int32 = settings.useTrackers ? 1 : 0
-        let rc: Int32
-        switch source {
-        case .magnet(let uri): rc = ct_add_magnet(session.raw, uri, keep, &id, &err)
-        case .infoHash(let hex): rc = ct_add_infohash(session.raw, hex, &id, &err)
-        case .torrentFile(let bytes): rc = bytes.withUnsafeBufferPointer {
-            ct_add_torrent_bytes(session.raw, $0.baseAddress, $0.count, keep, &id, &err)
-        }
-        }
-        if let e = TorrentEngineError.check(rc, err) {
-            if case .invalidArgument(let why) = e { throw TorrentEngineError.invalidHashName(why) }
-            throw e
-        }
-        var info = ct_torrent_info()
-        info.struct_size = UInt32(MemoryLayout<ct_torrent_info>.size)
-        _ = ct_torrent_info_get(session.raw, id, &info, &err)
-        let hash = cString(info.info_hash_hex)
+        let id = try session.add(source, keepTrackers: settings.useTrackers)
+        let (hash, hasMetadata) = session.infoHash(id)
         let t = OpenTorrent(id: id, infoHash: hash)
         torrents[id] = t
         torrentsByHash[hash] = id
-        if info.has_metadata != 0 { t.metadata = loadMetadata(t) }
+        // Every piece starts at priority 0 (the shim adds torrents that way), so nothing is fetched
+        // until a stream sets deadlines. Re-zeroing when the metadata arrives would be worse than
+        // redundant: it makes libtorrent send NOT_INTERESTED to peers that became interesting,
+        // which ends their request-queue slow start for good (see add() in the shim).
+        if hasMetadata { t.metadata = session.metadata(id) }
         connect(t, peers)
         if t.metadata == nil { startMetadataWatch(t) }
         logger.debug("added \(hash) as torrent#\(id)")
@@ -402,8 +325,7 @@ public actor TorrentEngine {
             case .peer: allowed.append(PeerEndpoint(host: e.host, port: e.port))
             case .dhtNode:
                 guard settings.dhtEnabled else { continue }
-                var err = ct_error()
-                _ = ct_dht_add_node(session.raw, e.host, e.port, &err)
+                try? session.dhtAddNode(PeerEndpoint(host: e.host, port: e.port))
             }
         }
         if dropped > 0 {
@@ -413,9 +335,8 @@ public actor TorrentEngine {
     }
 
     private func connect(_ t: OpenTorrent, _ peers: [PeerEndpoint]) {
-        var err = ct_error()
         for p in peers where !t.connected.contains(p) {
-            if ct_connect_peer(session.raw, t.id, p.host, p.port, &err) == 0 { t.connected.insert(p) }
+            if (try? session.connectPeer(t.id, p)) != nil { t.connected.insert(p) }
         }
     }
 
@@ -437,10 +358,7 @@ public actor TorrentEngine {
 
     private func needsMetadata(_ t: OpenTorrent) -> Bool { t.metadata == nil && t.failure == nil && torrents[t.id] != nil }
 
-    private func lookupPeers(_ hash: String) {
-        var err = ct_error()
-        _ = ct_dht_get_peers(session.raw, hash, &err)
-    }
+    private func lookupPeers(_ hash: String) { session.dhtGetPeers(hash) }
 
     private func metadataTimedOut(_ t: OpenTorrent, seconds: Double) {
         guard needsMetadata(t) else { return }
@@ -477,7 +395,7 @@ public actor TorrentEngine {
 
     private func waitPiece(_ t: OpenTorrent, _ piece: Int) async throws {
         if let f = t.failure { throw f }
-        if t.ready.contains(piece) { return }
+        if t.scheduler.isReady(piece) { return }
         let wid = token()
         // A swarm that stops delivering must not hang the consumer forever.
         let stallTimeout = settings.stallTimeout
@@ -501,7 +419,7 @@ public actor TorrentEngine {
     private func addPieceWaiter(_ t: OpenTorrent, _ piece: Int, _ wid: UInt64, _ c: CheckedContinuation<Void, Error>) {
         if Task.isCancelled { c.resume(throwing: CancellationError()); return }
         if let f = t.failure { c.resume(throwing: f); return }
-        if t.ready.contains(piece) { c.resume(); return }
+        if t.scheduler.isReady(piece) { c.resume(); return }
         t.pieceWaiters[piece, default: [:]][wid] = c
     }
 
@@ -515,27 +433,6 @@ public actor TorrentEngine {
         t.pieceWaiters[piece]?.removeValue(forKey: wid)?.resume(throwing: CancellationError())
     }
 
-    private func loadMetadata(_ t: OpenTorrent) -> TorrentMetadata? {
-        var err = ct_error()
-        var info = ct_torrent_info()
-        info.struct_size = UInt32(MemoryLayout<ct_torrent_info>.size)
-        guard ct_torrent_info_get(session.raw, t.id, &info, &err) == 0, info.has_metadata != 0 else { return nil }
-        var files: [TorrentFile] = []
-        for i in 0..<Int(info.num_files) {
-            var f = ct_file_info()
-            f.struct_size = UInt32(MemoryLayout<ct_file_info>.size)
-            guard ct_file_info_get(session.raw, t.id, Int32(i), &f, &err) == 0 else { return nil }
-            files.append(TorrentFile(index: i, path: cString(f.path), size: f.size, offset: f.offset, isPadding: f.is_pad != 0))
-        }
-        // Every piece starts at priority 0 (the shim adds torrents that way), so nothing is fetched
-        // until a stream sets deadlines. Re-zeroing here would be worse than redundant: it makes
-        // libtorrent send NOT_INTERESTED to peers that became interesting when the metadata
-        // arrived, which ends their request-queue slow start for good (see add() in the shim).
-        return TorrentMetadata(infoHash: cString(info.info_hash_hex), name: cString(info.name),
-                               pieceLength: Int(info.piece_length), pieceCount: Int(info.num_pieces),
-                               totalSize: info.total_size, files: files)
-    }
-
     private func release(_ t: OpenTorrent) {
         t.users -= 1
         if t.users <= 0 && t.streams.isEmpty { drop(t, because: .torrentRemoved(infoHash: t.infoHash)) }
@@ -545,8 +442,7 @@ public actor TorrentEngine {
     private func drop(_ t: OpenTorrent, because error: TorrentEngineError) {
         guard torrents.removeValue(forKey: t.id) != nil else { return }
         torrentsByHash.removeValue(forKey: t.infoHash)
-        var err = ct_error()
-        _ = ct_remove_torrent(session.raw, t.id, 1, &err)
+        session.remove(t.id)
         fail(t, error)
     }
 
@@ -559,74 +455,70 @@ public actor TorrentEngine {
         t.pieceWaiters.removeAll()
     }
 
-    private func token() -> UInt64 { defer { nextToken += 1 }; return nextToken }
+    func token() -> UInt64 { defer { nextToken += 1 }; return nextToken }
 
     // MARK: - Alerts
 
-    private func handle(_ batch: [EngineAlert]) {
+    private func handle(_ batch: [LibtorrentAlert]) {
         // Batches queued before shutdown() may still arrive; the session they refer to is gone.
         guard !stopped else { return }
         for a in batch { handle(a) }
     }
 
-    private func handle(_ a: EngineAlert) {
-        let t = torrents[a.torrent]
-        switch Int(a.kind) {
-        case Int(CT_ALERT_METADATA_RECEIVED):
-            guard let t, t.metadata == nil else { return }
-            t.metadata = loadMetadata(t)
-            for c in t.metadataWaiters.values { c.resume() }
-            t.metadataWaiters.removeAll()
-        case Int(CT_ALERT_PIECE_FINISHED):
-            guard let t else { return }
-            t.ready.insert(a.piece)
-            t.released.remove(a.piece)
-            if let ws = t.pieceWaiters.removeValue(forKey: a.piece) { for c in ws.values { c.resume() } }
-        case Int(CT_ALERT_TORRENT_ERROR), Int(CT_ALERT_FILE_ERROR):
-            guard let t else { return }
+    private func handle(_ alert: LibtorrentAlert) {
+        switch alert {
+        case .metadataReceived(let id):
+            guard let t = torrents[id], t.metadata == nil else { return }
+            t.metadata = session.metadata(id)
+            wakeMetadataWaiters(t)
+        case .pieceFinished(let id, let piece):
+            guard let t = torrents[id] else { return }
+            perform(t, t.scheduler.pieceFinished(piece))
+            if let ws = t.pieceWaiters.removeValue(forKey: piece) { for c in ws.values { c.resume() } }
+        case .torrentFailed(let id, let message):
+            guard let t = torrents[id] else { return }
             // The session-local id, never the info-hash: this level is on by default.
-            logger.warning("torrent error; dropping the torrent", metadata: ["torrent": "#\(t.id)", "error": "\(a.message)"])
-            drop(t, because: .torrentFailed(infoHash: t.infoHash, reason: a.message))
-        case Int(CT_ALERT_METADATA_FAILED):
-            logger.info("metadata from a peer rejected: \(a.message)")
-        case Int(CT_ALERT_PEER_CONNECTED):
-            counters[a.address, default: PeerCounters()].connected += 1
-            emit(.connected, a)
-        case Int(CT_ALERT_PEER_DISCONNECTED):
-            emit(.disconnected, a)
-        case Int(CT_ALERT_PEER_CONNECT_FAILED):
-            counters[a.address, default: PeerCounters()].connectFailed += 1
-            emit(.connectFailed, a)
-        case Int(CT_ALERT_PEER_BLOCKED):
-            counters[a.address, default: PeerCounters()].blocked += 1
-            emit(.blocked, a, detail: a.reason == 0 ? "ip_filter" : "rule \(a.reason)")
-        case Int(CT_ALERT_PEER_ERROR):
-            emit(.error, a)
-        case Int(CT_ALERT_PEER_SNUBBED), Int(CT_ALERT_BLOCK_TIMEOUT):
-            emit(.requestTimeout, a)
-        case Int(CT_ALERT_PEER_BANNED):
-            emit(.badPiece, a)
-        case Int(CT_ALERT_HASH_FAILED):
-            emit(.badPiece, a, detail: "piece \(a.piece) failed its hash check")
-        case Int(CT_ALERT_LISTEN_SUCCEEDED):
-            listenPort = Int(ct_session_listen_port(session.raw))
-        case Int(CT_ALERT_DHT_PEER):
-            let hex = a.infoHash.map { String(format: "%02x", $0) }.joined()
+            logger.warning("torrent error; dropping the torrent", metadata: ["torrent": "#\(t.id)", "error": "\(message)"])
+            drop(t, because: .torrentFailed(infoHash: t.infoHash, reason: message))
+        case .metadataFailed(let message):
+            logger.info("metadata from a peer rejected: \(message)")
+        case .peer(let kind, let p):
+            switch kind {
+            case .connected:
+                counters[p.address, default: PeerCounters()].connected += 1
+                emit(.connected, p)
+            case .disconnected: emit(.disconnected, p)
+            case .connectFailed:
+                counters[p.address, default: PeerCounters()].connectFailed += 1
+                emit(.connectFailed, p)
+            case .blocked(let reason):
+                counters[p.address, default: PeerCounters()].blocked += 1
+                emit(.blocked, p, detail: reason == 0 ? "ip_filter" : "rule \(reason)")
+            case .error: emit(.error, p)
+            case .snubbed, .blockTimeout: emit(.requestTimeout, p)
+            case .banned: emit(.badPiece, p)
+            }
+        case .hashFailed(let p, let piece):
+            emit(.badPiece, p, detail: "piece \(piece) failed its hash check")
+        case .listenSucceeded:
+            listenPort = session.listenPort
+        case .dhtPeer(let infoHash, let peer):
+            let hex = infoHash.map { String(format: "%02x", $0) }.joined()
             guard let id = torrentsByHash[hex], let t = torrents[id], t.metadata == nil || !t.streams.isEmpty else { return }
-            connect(t, [PeerEndpoint(host: a.address, port: a.port)])
+            connect(t, [peer])
             for s in t.streams.compactMap({ streams[$0] }) where !s.sawDHT {
                 s.sawDHT = true
                 s.queue.append(.progress(.dhtReady))
                 wakeMetadataWaiters(t)
             }
-        case Int(CT_ALERT_ALERTS_DROPPED):
+        case .alertsDropped:
             // A lost piece_finished leaves its stream waiting until the stall timeout: say so, since
             // nothing else would show why.
             logger.warning("libtorrent's alert queue overflowed and dropped alerts; a stream may stall")
-        case Int(CT_ALERT_DHT_NODE_REPLY), Int(CT_ALERT_DHT_NODE_PEER), Int(CT_ALERT_DHT_NODE_CONTACT),
-             Int(CT_ALERT_DHT_NODE_TIMEOUT):
-            dhtReplies[a.cookie]?.add(a)
-        default:
+        case .dhtNodeReply(let cookie, _, _), .dhtNodePeer(let cookie, _), .dhtNodeContact(let cookie, _, _),
+             .dhtNodeTimeout(let cookie):
+            dhtReplies[cookie]?.add(alert)
+        case .other:
             break
         }
     }
@@ -636,54 +528,22 @@ public actor TorrentEngine {
         t.metadataWaiters.removeAll()
     }
 
-    private func emit(_ kind: PeerEvent.Kind, _ a: EngineAlert, detail: String? = nil) {
-        peerEventSink.yield(PeerEvent(kind: kind, address: a.address, port: a.port,
-                                      torrent: a.torrent == 0 ? nil : TorrentID(raw: a.torrent),
-                                      infoHash: torrents[a.torrent]?.infoHash,
-                                      detail: detail ?? a.message))
+    private func emit(_ kind: PeerEvent.Kind, _ p: LibtorrentAlert.Peer, detail: String? = nil) {
+        peerEventSink.yield(PeerEvent(kind: kind, address: p.address, port: p.port,
+                                      torrent: p.torrent.map(TorrentID.init(raw:)),
+                                      infoHash: p.torrent.flatMap { torrents[$0]?.infoHash },
+                                      detail: detail ?? p.message))
     }
 
     // MARK: - Stats, IP filter, DHT
 
-    public func stats(_ id: TorrentID) throws -> TorrentStats {
-        var s = ct_torrent_stats()
-        s.struct_size = UInt32(MemoryLayout<ct_torrent_stats>.size)
-        var err = ct_error()
-        if let e = TorrentEngineError.check(ct_torrent_stats_get(session.raw, id.raw, &s, &err), err) { throw e }
-        return TorrentStats(state: s.state, paused: s.paused != 0, hasMetadata: s.has_metadata != 0,
-                            peers: Int(s.num_peers), seeds: Int(s.num_seeds), piecesHave: Int(s.num_pieces_have),
-                            payloadUploaded: s.payload_uploaded, payloadDownloaded: s.payload_downloaded,
-                            downloadRate: Int(s.download_rate), error: s.error_code == 0 ? nil : cString(s.error))
-    }
+    public func stats(_ id: TorrentID) throws -> TorrentStats { try session.torrentStats(id.raw) }
 
-    public func peers(_ id: TorrentID) throws -> [PeerStats] {
-        var err = ct_error()
-        var count = 0
-        var buf = [ct_peer_stats](repeating: ct_peer_stats(), count: 64)
-        while true {
-            for i in buf.indices { buf[i].struct_size = UInt32(MemoryLayout<ct_peer_stats>.size) }
-            let rc = buf.withUnsafeMutableBufferPointer { ct_peer_stats_get(session.raw, id.raw, $0.baseAddress, $0.count, &count, &err) }
-            if let e = TorrentEngineError.check(rc, err) { throw e }
-            if count <= buf.count { break }
-            buf = [ct_peer_stats](repeating: ct_peer_stats(), count: count + 16)
-        }
-        return buf.prefix(count).map { p in
-            PeerStats(endpoint: PeerEndpoint(host: cString(p.address), port: p.port), isSeed: p.is_seed != 0,
-                      isUTP: p.is_utp != 0, isIncoming: p.is_incoming != 0, weChoke: p.we_choke != 0,
-                      peerInterested: p.peer_interested != 0, payloadUploaded: p.payload_uploaded,
-                      payloadDownloaded: p.payload_downloaded, client: cString(p.client))
-        }
-    }
+    public func peers(_ id: TorrentID) throws -> [PeerStats] { try session.peers(id.raw) }
 
     public func sessionStats() throws -> SessionStats {
         guard !stopped else { throw TorrentEngineError.engineStopped }
-        var s = ct_session_stats()
-        s.struct_size = UInt32(MemoryLayout<ct_session_stats>.size)
-        var err = ct_error()
-        if let e = TorrentEngineError.check(ct_session_stats_get(session.raw, &s, &err), err) { throw e }
-        return SessionStats(payloadUploaded: s.payload_uploaded, payloadDownloaded: s.payload_downloaded,
-                            storeBytes: s.store_bytes, storePeakBytes: s.store_peak_bytes,
-                            requestsRefused: s.requests_refused, torrents: Int(s.num_torrents))
+        return try session.sessionStats()
     }
 
     /// Connection counters per peer IP address since the engine started.
@@ -694,71 +554,11 @@ public actor TorrentEngine {
     /// Note: libtorrent 2.0.8 does not apply the filter to DHT traffic (fixed in 2.0.11).
     public func replaceIPFilter(_ ranges: [IPRange]) throws {
         guard !stopped else { throw TorrentEngineError.engineStopped }
-        try Self.setIPFilter(session.raw, ranges + Self.policyRanges(settings))
+        try session.setIPFilter(ranges + Self.policyRanges(settings))
     }
 
     private static func policyRanges(_ settings: TorrentEngineSettings) -> [IPRange] {
         settings.magnetPeers == .publicOnly ? AddressClass.nonPublicRanges : []
-    }
-
-    private static func setIPFilter(_ raw: OpaquePointer, _ ranges: [IPRange]) throws {
-        var err = ct_error()
-        // IPv4 ends print dotted (they are IPv4-mapped inside `IPAddress`), so libtorrent files them
-        // as address_v4 rules; IPv6 ends print in RFC 5952 form. Keep the C strings alive for the call.
-        let firsts = ranges.map { strdup($0.first.description) }
-        let lasts = ranges.map { strdup($0.last.description) }
-        defer { (firsts + lasts).forEach { free($0) } }
-        var cRanges = zip(firsts, lasts).map { ct_ip_range(first: $0, last: $1) }
-        let rc = cRanges.withUnsafeMutableBufferPointer { ct_set_ip_filter(raw, $0.baseAddress, $0.count, &err) }
-        if let e = TorrentEngineError.check(rc, err) { throw e }
-    }
-
-    /// Adds a node to the read-only DHT's routing table (e.g. a local test node).
-    public func addDHTNode(_ node: PeerEndpoint) throws {
-        guard !stopped else { throw TorrentEngineError.engineStopped }
-        var err = ct_error()
-        if let e = TorrentEngineError.check(ct_dht_add_node(session.raw, node.host, node.port, &err), err) { throw e }
-        if !dhtNodes.contains(node) { dhtNodes.append(node) }
-    }
-
-    /// Asks DHT nodes directly for peers of `infoHash` and reports every answer: the node's
-    /// address and id, the peers it returned, and the closer nodes it named, which are queried in
-    /// turn (up to `maxNodes`). Starts from `nodes`, or the nodes added to this engine.
-    /// Our node is read-only (BEP 43): it asks, never answers or announces.
-    public func dhtGetPeers(infoHash: String, nodes: [PeerEndpoint]? = nil, maxNodes: Int = 32,
-                            timeout: Duration = .seconds(10)) async throws -> [DHTNodeReply] {
-        guard !stopped else { throw TorrentEngineError.engineStopped }
-        guard settings.dhtEnabled else { throw TorrentEngineError.invalidArgument("the DHT is disabled") }
-        let hex = infoHash.lowercased()
-        guard TorrentSource.isInfoHash(hex) else { throw TorrentEngineError.invalidHashName("info-hash must be 40 hex digits") }
-        var queue = nodes ?? dhtNodes
-        var asked = Set<PeerEndpoint>()
-        var results: [DHTNodeReply] = []
-        let deadline = ContinuousClock.now + timeout
-        while !queue.isEmpty && asked.count < maxNodes && ContinuousClock.now < deadline {
-            var cookies: [UInt64] = []
-            var err = ct_error()
-            for node in queue where !asked.contains(node) && asked.count < maxNodes {
-                asked.insert(node)
-                let c = token()
-                dhtReplies[c] = DHTReplyBuilder(node: node)
-                if let e = TorrentEngineError.check(ct_dht_direct_get_peers(session.raw, node.host, node.port, hex, c, &err), err) {
-                    dhtReplies[c] = nil
-                    throw e
-                }
-                cookies.append(c)
-            }
-            queue = []
-            while ContinuousClock.now < deadline && cookies.contains(where: { dhtReplies[$0]?.complete != true }) {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            for c in cookies {
-                guard let b = dhtReplies.removeValue(forKey: c) else { continue }
-                results.append(b.reply)
-                queue += b.closer.map(\.endpoint).filter { !asked.contains($0) }
-            }
-        }
-        return results
     }
 
     static func parseEndpoint(_ s: String) -> PeerEndpoint? {
@@ -775,6 +575,7 @@ public actor TorrentEngine {
     }
 }
 
+
 // MARK: - Per-torrent and per-stream state (touched only on the engine actor)
 
 final class OpenTorrent {
@@ -784,10 +585,8 @@ final class OpenTorrent {
     var failure: TorrentEngineError?
     var users = 0
     var streams = Set<UInt64>()
-    /// Verified pieces held in memory and not yet consumed.
-    var ready = Set<Int>()
-    /// Pieces handed to a stream and dropped from memory.
-    var released = Set<Int>()
+    /// Which pieces to fetch, which are readable, which may leave memory: the streams' shared policy.
+    var scheduler = PieceScheduler()
     var connected = Set<PeerEndpoint>()
     var metadataWaiters: [UInt64: CheckedContinuation<Void, Error>] = [:]
     var pieceWaiters: [Int: [UInt64: CheckedContinuation<Void, Error>]] = [:]
@@ -801,9 +600,6 @@ final class StreamState {
     let offset: Int64
     let length: Int64?
     var queue: [TorrentStreamEvent] = []
-    var plan: PiecePlan?
-    var readAhead = 2
-    var deadlined = Set<Int>()
     var buffer = Data()
     var bufferPos = 0
     var sawDHT = false
@@ -826,8 +622,6 @@ final class StreamState {
     }
 }
 
-/// The unfolding closure is only ever called by one consumer at a time, so the iterator is never
-/// touched concurrently.
 final class EventIterator: @unchecked Sendable {
     var iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.Iterator
     init(_ iterator: AsyncThrowingStream<TorrentStreamEvent, Error>.Iterator) { self.iterator = iterator }
@@ -840,34 +634,4 @@ final class StreamHandle: @unchecked Sendable {
     init(engine: TorrentEngine, id: UInt64) { self.engine = engine; self.id = id }
     func next() async throws -> TorrentStreamEvent? { try await engine.nextEvent(id) }
     deinit { Task { [engine, id] in await engine.endStream(id) } }
-}
-
-struct DHTReplyBuilder {
-    let node: PeerEndpoint
-    var nodeID: [UInt8] = []
-    var answered = false
-    var complete = false
-    var expectedPeers = 0
-    var peers: [PeerEndpoint] = []
-    var closer: [(id: [UInt8], endpoint: PeerEndpoint)] = []
-
-    init(node: PeerEndpoint) { self.node = node }
-
-    mutating func add(_ a: EngineAlert) {
-        switch Int(a.kind) {
-        case Int(CT_ALERT_DHT_NODE_TIMEOUT): complete = true
-        case Int(CT_ALERT_DHT_NODE_REPLY):
-            answered = a.errorCode == 0
-            nodeID = a.nodeID
-            expectedPeers = Int(a.count)
-            complete = true
-        case Int(CT_ALERT_DHT_NODE_PEER): peers.append(PeerEndpoint(host: a.address2, port: a.port2))
-        case Int(CT_ALERT_DHT_NODE_CONTACT): closer.append((a.nodeID, PeerEndpoint(host: a.address2, port: a.port2)))
-        default: break
-        }
-    }
-
-    var reply: DHTNodeReply {
-        DHTNodeReply(node: node, nodeID: nodeID, answered: answered, peers: peers, closerNodes: closer)
-    }
 }
