@@ -2,6 +2,12 @@ import NetBasics
 import Testing
 import TestSupport
 
+/// One array of each length 0…63, for round trips.
+func randomByteArrays(seed: UInt64) -> [[UInt8]] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<64).map { n in (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
+}
+
 @Suite struct HexTests {
     @Test func roundTripAndRejects() {
         let bytes: [UInt8] = [0x00, 0x7f, 0x80, 0xff, 0x0a]
@@ -15,11 +21,7 @@ import TestSupport
         #expect(Hex.decode("00 7F 80 ff\n0a\r\t", ignoringWhitespace: true) == bytes)
         #expect(Hex.decode("0 0", ignoringWhitespace: true) == [0])
         #expect(Hex.decode("0", ignoringWhitespace: true) == nil)
-        var rng = SplitMix64(seed: 3)
-        for n in 0..<64 {
-            let random = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            #expect(Hex.decode(Hex.encode(random)) == random)
-        }
+        for random in randomByteArrays(seed: 3) { #expect(Hex.decode(Hex.encode(random)) == random) }
     }
 }
 
@@ -40,11 +42,7 @@ import TestSupport
         // '1' reads as 'I', as libtorrent does.
         #expect(Base32.decode("YEX6DQDLX1SUVHOJ6UM3GNNKPQJWPKEK") == Hex.decode(MagnetVectors.hex))
         for bad in ["MY======", "M0", "M8", "M9", "M-", "MY "] { #expect(Base32.decode(bad) == nil, "\(bad)") }
-        var rng = SplitMix64(seed: 4)
-        for n in 0..<64 {
-            let random = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            #expect(Base32.decode(Base32.encode(random)) == random)
-        }
+        for random in randomByteArrays(seed: 4) { #expect(Base32.decode(Base32.encode(random)) == random) }
     }
 }
 
