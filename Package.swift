@@ -2,7 +2,7 @@
 // Peersm facilitator. Layers (bottom → top), one module per concern:
 //   C shims      CShims/COpenSSL (streaming AES-CTR, TLS with RFC 5705 exporter, RSA/X.509)
 //                CShims/CTorrent (libtorrent 2.0, extern "C")
-//   codecs       TorCells, PeersmProtocol            (pure: bytes ⇄ values)
+//   codecs       NetBasics (addresses, address classes, hex, magnet links), TorCells, PeersmProtocol (pure)
 //   crypto       TorCrypto                           (ntor, KDFs, relay layers, certs, keys)
 //   engines      OnionRouting (sans-I/O channel/circuit/stream state machines)
 //                TorrentEngine (the one Swift owner of the libtorrent session)
@@ -47,12 +47,15 @@ let package = Package(
             linkerSettings: [.linkedLibrary("torrent-rasterbar"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]),
 
         // MARK: codecs
+        // Network basics (no I/O): IP addresses and ranges, the address-class table, hex/base32, magnet links.
+        .target(name: "NetBasics", path: "Sources/Codecs/NetBasics"),
         .target(
-            name: "TorCells", dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            name: "TorCells", dependencies: ["NetBasics", .product(name: "NIOCore", package: "swift-nio")],
             path: "Sources/Codecs/TorCells"),
         .target(
             name: "PeersmProtocol",
             dependencies: [
+                "NetBasics",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -62,7 +65,7 @@ let package = Package(
         .target(
             name: "TorCrypto",
             dependencies: [
-                "COpenSSL",
+                "COpenSSL", "NetBasics",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -73,21 +76,21 @@ let package = Package(
         .target(
             name: "OnionRouting",
             dependencies: [
-                "TorCells", "TorCrypto",
+                "NetBasics", "TorCells", "TorCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Engines/OnionRouting"),
         .target(
             name: "TorrentEngine",
-            dependencies: ["CTorrent", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CTorrent", "NetBasics", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Engines/TorrentEngine"),
 
         // MARK: transport
         .target(
             name: "OnionTransport",
             dependencies: [
-                "OnionRouting", "COpenSSL", "TorCrypto",
+                "NetBasics", "OnionRouting", "COpenSSL", "TorCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -100,7 +103,7 @@ let package = Package(
         .target(
             name: "Blocklists",
             dependencies: [
-                "TorrentEngine",
+                "NetBasics", "TorrentEngine",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CompressNIO", package: "compress-nio"),
@@ -112,7 +115,7 @@ let package = Package(
         .target(
             name: "Facilitator",
             dependencies: [
-                "OnionRouting", "OnionTransport", "PeersmProtocol", "TorrentEngine", "Blocklists",
+                "NetBasics", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorrentEngine", "Blocklists",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -122,7 +125,7 @@ let package = Package(
         .target(
             name: "Requester",
             dependencies: [
-                "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCells", "TorCrypto",
+                "NetBasics", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCells", "TorCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -169,18 +172,19 @@ let package = Package(
         // Shared by the integration tests: private-namespace checks, child processes, tor test network, seeders.
         .target(
             name: "TestSupport",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["NetBasics", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport"),
-        .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "TorCryptoTests", dependencies: ["TorCrypto", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "PeersmProtocolTests", dependencies: ["PeersmProtocol", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
-        .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
+        .testTarget(name: "NetBasicsTests", dependencies: ["NetBasics", "TestSupport"]),
+        .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "NetBasics", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "TorCryptoTests", dependencies: ["TorCrypto", "NetBasics", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "PeersmProtocolTests", dependencies: ["PeersmProtocol", "NetBasics", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "NetBasics", "TorrentEngine", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "NetBasics", "TestSupport"]),
+        .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "NetBasics", "TestSupport"]),
         .testTarget(
             name: "BlocklistsTests",
             dependencies: [
-                "Blocklists", "TorrentEngine", "TestSupport",
+                "Blocklists", "NetBasics", "TorrentEngine", "TestSupport",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),
@@ -190,14 +194,14 @@ let package = Package(
             name: "FacilitatorTests",
             dependencies: [
                 "Facilitator", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol", "OnionRouting",
-                "OnionTransport", "TorCrypto",
+                "OnionTransport", "TorCrypto", "NetBasics",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(
             name: "InteropTests",
             dependencies: [
-                "OnionTransport", "OnionRouting", "TestSupport",
+                "NetBasics", "OnionTransport", "OnionRouting", "TestSupport",
                 // RealTorFacilitatorTests: seeder → our facilitator ← C tor middle ← requester.
                 "Facilitator", "Requester", "TorrentEngine", "PeersmProtocol", "TorCrypto",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOPosix", package: "swift-nio"),

@@ -104,13 +104,6 @@ enum EngineRig {
         return try await condition()
     }
 
-    static func unhex(_ s: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var it = s.makeIterator()
-        while let a = it.next(), let b = it.next(), let byte = UInt8(String([a, b]), radix: 16) { out.append(byte) }
-        return out
-    }
-
     static func writeList(_ dir: URL, _ name: String, _ text: String) throws -> BlocklistSource {
         let url = dir.appendingPathComponent(name)
         try text.write(to: url, atomically: true, encoding: .utf8)

@@ -124,7 +124,7 @@ extension BlocklistEngineTests {
             let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.7:\(spyPeer.port)"], directory: scratch.url)
             defer { spy.process.stop() }
             let storePath = scratch.url.appendingPathComponent("bl.sqlite").path
-            let realHash = EngineRig.unhex(fixture.infoHash)
+            let realHash = Hex.decode(fixture.infoHash)!
 
             // First run: import a list and hunt (the spy answers values for the fake hash).
             let (listsBefore, spiesBefore): ([ListInfo], [Detection]) = try await {
@@ -137,7 +137,7 @@ extension BlocklistEngineTests {
                 let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: [spyEP])
                 #expect(Set(result.detections.map(\.address.description)) == ["127.0.0.4", "127.0.0.7"])
                 #expect(result.trustedNodes.isEmpty && result.peers.isEmpty)
-                #expect(spy.process.log.contains("get_peers \(hex(result.fakeInfohash))"))
+                #expect(spy.process.log.contains("get_peers \(Hex.encode(result.fakeInfohash))"))
                 #expect(!spy.process.log.contains(fixture.infoHash), "the spy learned the real info-hash:\n\(spy.process.log)")
                 await hunter.shutdown()
                 return (try service.store.lists(), try service.store.spies(activeAt: Date()))
@@ -186,18 +186,18 @@ extension BlocklistEngineTests {
 
             // Disjoint ranges spread over 1.0.0.0–223.255.255.255, 127.0.0.2 among them, and some IPv6.
             var rng = SplitMix64(seed: 20_261_125)
-            var ranges: [Blocklists::IPRange] = [try Blocklists::IPRange(parsing: "127.0.0.2")]
+            var ranges: [IPRange] = [try IPRange(parsing: "127.0.0.2")]
             var next: UInt32 = 1 << 24
             while ranges.count < 200_000 {
                 next += UInt32.random(in: 16...4_000, using: &rng)
                 let last = next + UInt32.random(in: 0...600, using: &rng)
                 if !(127 << 24...(128 << 24) - 1).contains(next) && !(127 << 24...(128 << 24) - 1).contains(last) {
-                    ranges.append(try Blocklists::IPRange(IPAddress(ipv4: next), IPAddress(ipv4: last)))
+                    ranges.append(try IPRange(IPAddress(ipv4: next), IPAddress(ipv4: last)))
                 }
                 next = last + 1
             }
             // Every other /48, so they stay 2,000 separate ranges instead of merging.
-            for i in 0..<2_000 { ranges.append(try Blocklists::IPRange(parsing: "2001:db8:\(String(2 * i, radix: 16))::/48")) }
+            for i in 0..<2_000 { ranges.append(try IPRange(parsing: "2001:db8:\(String(2 * i, radix: 16))::/48")) }
             let union = IPRangeSet(merging: ranges)
             #expect(union.count == 202_000)   // 200,000 IPv4 (127.0.0.2 included) + 2,000 IPv6
 

@@ -127,8 +127,6 @@ let scriptsDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().del
 /// Debian's interpreter when present: a version-manager shim on PATH can take a second to start.
 let python3 = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
 
-func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
-
 @Suite(.serialized) struct SpyDHTNodeTests {
     func startNode(_ dir: TemporaryDirectory, _ name: String, _ args: [String]) async throws -> ChildProcess {
         let p = try ChildProcess(python3, [scriptsDir.appendingPathComponent("fake-spy-dht.py").path, "--max-seconds", "120"] + args,
@@ -168,12 +166,12 @@ func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined()
         let honestID = nodeID(near: realHash, sharing: 22)
         let sybilID = [UInt8](repeating: 0xEE, count: 20)
         let realPeers = (1...6).map { "10.1.0.\($0):6881" }
-        let nodesArg = "\(hex(sybilID))@127.0.0.10:\(sybilPort),\(hex(honestID))@127.0.0.11:\(honestPort)"
+        let nodesArg = "\(Hex.encode(sybilID))@127.0.0.10:\(sybilPort),\(Hex.encode(honestID))@127.0.0.11:\(honestPort)"
         let spy = try await startNode(dir, "spy", ["--host", "127.0.0.9", "--port", "\(spyPort)", "--nodes", nodesArg])
         let sybil = try await startNode(dir, "sybil", ["--host", "127.0.0.10", "--port", "\(sybilPort)", "--mode", "honest",
-                                                      "--sybil", "--id", hex(sybilID)])
+                                                      "--sybil", "--id", Hex.encode(sybilID)])
         let honest = try await startNode(dir, "honest", ["--host", "127.0.0.11", "--port", "\(honestPort)", "--mode", "honest",
-                                                        "--id", hex(honestID), "--has", "\(hex(realHash))=\(realPeers.joined(separator: ","))"])
+                                                        "--id", Hex.encode(honestID), "--has", "\(Hex.encode(realHash))=\(realPeers.joined(separator: ","))"])
         defer { spy.stop(); sybil.stop(); honest.stop() }
 
         let service = try BlocklistService(store: try BlocklistStore())
@@ -189,9 +187,9 @@ func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined()
         #expect(result.trustedNodes == [IPEndpoint(address: IPAddress("127.0.0.11")!, port: honestPort)])
         #expect(Set(result.peers.map(\.description)) == Set(realPeers.dropFirst()))  // the list head is dropped
         // The real hash went to the honest node alone; the spy and the sybil saw only the fake one.
-        try await honest.waitForLog(containing: "get_peers \(hex(realHash)) -> 6 value(s)", timeout: .seconds(5))
-        #expect(!spy.log.contains(hex(realHash)) && !sybil.log.contains(hex(realHash)), "\(spy.log)\n\(sybil.log)")
-        #expect(spy.log.contains("get_peers \(hex(result.fakeInfohash)) -> 2 value(s)"), "\(spy.log)")
+        try await honest.waitForLog(containing: "get_peers \(Hex.encode(realHash)) -> 6 value(s)", timeout: .seconds(5))
+        #expect(!spy.log.contains(Hex.encode(realHash)) && !sybil.log.contains(Hex.encode(realHash)), "\(spy.log)\n\(sybil.log)")
+        #expect(spy.log.contains("get_peers \(Hex.encode(result.fakeInfohash)) -> 2 value(s)"), "\(spy.log)")
         // Blocked in every session before the real fetch starts.
         let filter = try #require(sink.last)
         #expect(filter.contains(IPAddress("127.0.0.9")!) && filter.contains(IPAddress("127.0.0.10")!))

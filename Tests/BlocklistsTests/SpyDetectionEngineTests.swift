@@ -22,7 +22,7 @@ extension BlocklistEngineTests {
         func spyHuntThroughEngineBlocksSpyBeforeFetchAndFetchSucceeds() async throws {
             let scratch = try TemporaryDirectory("spy-engine")
             let fixture = try TorrentFixture(in: scratch.url, name: "hunted.bin", size: 900_000, pieceKiB: 32, seed: 2024)
-            let realHash = EngineRig.unhex(fixture.infoHash)
+            let realHash = Hex.decode(fixture.infoHash)!
             try #require(realHash.count == 20)
 
             let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: scratch.url, name: "honest-dht")
@@ -89,7 +89,7 @@ extension BlocklistEngineTests {
             #expect(!result.trustedNodes.isEmpty && Set(result.trustedNodes.map(\.address)).isSubset(of: honestIPs))
             #expect(Array(result.fakeInfohash.prefix(4)) == Array(realHash.prefix(4)) && result.fakeInfohash != realHash)
             let spyLog = spy.process.log
-            #expect(spyLog.contains("get_peers \(hex(result.fakeInfohash))"), "the walk never reached the spy:\n\(spyLog)")
+            #expect(spyLog.contains("get_peers \(Hex.encode(result.fakeInfohash))"), "the walk never reached the spy:\n\(spyLog)")
             #expect(!spyLog.contains(fixture.infoHash), "the spy learned the real info-hash:\n\(spyLog)")
             // Peers for the real hash: announced seeders only (the head of each value list is dropped).
             #expect(!result.peers.isEmpty, "no peer survived the filtering")
@@ -158,7 +158,7 @@ extension BlocklistEngineTests {
             // Unguarded, the engine's own walk does reach it (libtorrent 2.0.8 does not filter the DHT).
             let raw = try await engine.getPeers(infohash: hash, from: spyEP)
             #expect(raw?.values.map(\.description) == ["127.0.0.66:6881"])
-            #expect(spy.process.log.contains("get_peers \(hex(hash))"))
+            #expect(spy.process.log.contains("get_peers \(Hex.encode(hash))"))
             await engine.shutdown()
         }
     }

@@ -116,7 +116,7 @@ let t0 = Date(timeIntervalSince1970: 1_800_000_000)
     @Test func torrentTagIsSaltedAndNotTheInfohash() {
         let a = TorrentTag(infohash: realHash, salt: [1]), b = TorrentTag(infohash: realHash, salt: [2])
         #expect(a != b && a.hex.count == 64)
-        #expect(!a.hex.contains(realHash.map { String(format: "%02x", $0) }.joined()))
+        #expect(!a.hex.contains(Hex.encode(realHash)))
     }
 }
 

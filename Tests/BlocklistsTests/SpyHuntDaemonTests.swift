@@ -90,7 +90,7 @@ import Testing
             processes.append(seed.process)
             seeders.insert("\(host):\(seed.port)")
         }
-        let realHash = EngineRig.unhex(fixture.infoHash)
+        let realHash = Hex.decode(fixture.infoHash)!
         let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
         var seen: [String] = []
         let announced = try await EngineRig.eventually(.seconds(60)) {
@@ -191,7 +191,7 @@ import Testing
     func daemonAsksOnlyProbedCloseNodesForTheRealHash() async throws {
         let dir = try TemporaryDirectory("spy-daemon-close")
         let fixture = try TorrentFixture(in: dir.url, name: "close.bin", size: 400_000, pieceKiB: 32, seed: 1313)
-        let realHash = EngineRig.unhex(fixture.infoHash)
+        let realHash = Hex.decode(fixture.infoHash)!
         let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
         defer { seeder.stop() }
         let script = TorrentFixture.scriptsDirectory.appendingPathComponent("fake-spy-dht.py").path
@@ -205,11 +205,11 @@ import Testing
         // Value lists lose their head ("spies position themselves first"): 127.0.0.99 goes, the seeder stays.
         let knows = "\(fixture.infoHash)=127.0.0.99:6881,127.0.0.3:\(seeder.port)"
         let closeID = nodeID(near: realHash, sharing: 22)
-        let (close, closePort) = try await node("127.0.0.13", ["--mode", "honest", "--id", hex(closeID), "--has", knows])
+        let (close, closePort) = try await node("127.0.0.13", ["--mode", "honest", "--id", Hex.encode(closeID), "--has", knows])
         defer { close.stop() }
         let farID = realHash.map { ~$0 }
-        let (far, farPort) = try await node("127.0.0.11", ["--mode", "honest", "--id", hex(farID), "--has", knows,
-                                                           "--nodes", "\(hex(closeID))@127.0.0.13:\(closePort)"])
+        let (far, farPort) = try await node("127.0.0.11", ["--mode", "honest", "--id", Hex.encode(farID), "--has", knows,
+                                                           "--nodes", "\(Hex.encode(closeID))@127.0.0.13:\(closePort)"])
         defer { far.stop() }
         let (spy, spyPort) = try await node("127.0.0.4", ["--values", "127.0.0.66:6881"])
         defer { spy.stop() }

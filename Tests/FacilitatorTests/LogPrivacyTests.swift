@@ -2,6 +2,7 @@ import Crypto
 import Facilitator
 import Foundation
 import Logging
+import NetBasics
 import NIOCore
 import PeersmProtocol
 import Requester
@@ -30,7 +31,7 @@ import Testing
     /// A source whose failure names the torrent, as engine errors do.
     struct NamingFailureSource: ContentSource {
         func open(_ name: HashName, readFrom: UInt64?, progress: @escaping @Sendable (ProgressState) async -> Void) async throws -> any ContentFile {
-            throw ContentError(.unavailable, "torrent \(name.magnet ?? "") (\(name.bytes.map { String(format: "%02x", $0) }.joined())) failed")
+            throw ContentError(.unavailable, "torrent \(name.magnet ?? "") (\(Hex.encode(name.bytes))) failed")
         }
     }
 

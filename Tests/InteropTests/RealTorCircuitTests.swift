@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import NIOCore
 import NIOPosix
 import OnionRouting
@@ -153,7 +154,7 @@ final class RealTorEnvironment: @unchecked Sendable {
             throw RealTorCircuitError.badResponse(head)
         }
         let body = Array(response[headerEnd.upperBound...])
-        let hex = TorDigest.sha256(body).map { String(format: "%02x", $0) }.joined()
+        let hex = Hex.encode(TorDigest.sha256(body))
         return Fetch(body: body.count, sha256: hex,
                      seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }

@@ -1,6 +1,7 @@
 import Crypto
 import Facilitator
 import Foundation
+import NetBasics
 import NIOPosix
 import OnionRouting
 import OnionTransport
@@ -202,9 +203,7 @@ final class RealTorFacilitatorEnvironment: @unchecked Sendable {
     /// The fixture's bare 20-byte infohash.
     var infohash: HashName {
         get throws {
-            let hex = Array(fixture.infoHash.utf8)
-            let bytes = stride(from: 0, to: hex.count, by: 2).compactMap { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16) }
-            return try HashName(infohash: bytes)
+            try HashName(infohash: Hex.decode(fixture.infoHash) ?? [])
         }
     }
 
@@ -273,6 +272,6 @@ private final class WordList: @unchecked Sendable {
     var words: [String] { lock.withLock { list } }
 }
 
-private func sha256Hex(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+private func sha256Hex(_ data: Data) -> String { Hex.encode(SHA256.hash(data: data)) }
 
 private func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import Testing
 import TestSupport
 
@@ -147,7 +148,7 @@ struct PublishedDirectory {
         for line in text.split(separator: "\n") {
             if line.hasPrefix("router ") { flush(); fingerprint = nil; keys = Keys() }
             else if line.hasPrefix("fingerprint ") {
-                fingerprint = hexBytes(line.dropFirst("fingerprint ".count).filter { $0 != " " })
+                fingerprint = Hex.decode(line.dropFirst("fingerprint ".count).filter { $0 != " " })
             } else if line.hasPrefix("master-key-ed25519 ") {
                 keys.ed25519Identity = base64Unpadded(line.dropFirst("master-key-ed25519 ".count))
             } else if line.hasPrefix("ntor-onion-key ") {
@@ -163,12 +164,3 @@ private func base64Unpadded<S: StringProtocol>(_ text: S) -> [UInt8]? {
     return Data(base64Encoded: s + String(repeating: "=", count: (4 - s.count % 4) % 4)).map { [UInt8]($0) }
 }
 
-private func hexBytes<S: StringProtocol>(_ hex: S) -> [UInt8]? {
-    var out = [UInt8]()
-    var iterator = hex.makeIterator()
-    while let hi = iterator.next() {
-        guard let lo = iterator.next(), let byte = UInt8(String([hi, lo]), radix: 16) else { return nil }
-        out.append(byte)
-    }
-    return out
-}

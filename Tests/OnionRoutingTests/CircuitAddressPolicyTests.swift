@@ -1,3 +1,4 @@
+import NetBasics
 import Testing
 import TorCells
 
@@ -50,12 +51,16 @@ import TorCells
         }
     }
 
+    /// What EXTEND2 refuses as private (NetBasics' `AddressClass`, shared with the torrent engine).
     @Test func internalAddresses() {
-        for text in ["127.0.0.1", "10.1.1.1", "192.168.0.1", "172.16.5.5", "169.254.1.1", "100.64.0.1", "0.0.0.0", "224.0.0.1"] {
-            #expect(self.v4(text).isInternal, "\(text)")
+        for text in ["127.0.0.1", "10.1.1.1", "192.168.0.1", "172.16.5.5", "169.254.1.1", "100.64.0.1", "0.0.0.0", "224.0.0.1",
+                     "192.0.2.1", "198.51.100.1", "203.0.113.1", "198.18.0.1", "198.19.255.255"] {
+            #expect(!self.v4(text).isPublic, "\(text)")
         }
-        for text in ["8.8.8.8", "172.32.0.1", "192.169.0.1"] { #expect(!self.v4(text).isInternal, "\(text)") }
-        for text in ["::1", "::", "fe80::1", "fd00::1", "ff02::1", "::ffff:10.0.0.1"] { #expect(self.v6(text).isInternal, "\(text)") }
-        #expect(!self.v6("2001:db8::1").isInternal)
+        for text in ["8.8.8.8", "172.32.0.1", "192.169.0.1", "198.20.0.1"] { #expect(self.v4(text).isPublic, "\(text)") }
+        for text in ["::1", "::", "fe80::1", "fd00::1", "ff02::1", "::ffff:10.0.0.1", "2001:db8::1", "64:ff9b::a00:1"] {
+            #expect(!self.v6(text).isPublic, "\(text)")
+        }
+        #expect(self.v6("2606:4700:4700::1111").isPublic)
     }
 }

@@ -1,3 +1,4 @@
+import NetBasics
 import NIOCore
 import Testing
 import TorCells
@@ -238,15 +239,17 @@ func closedFailure(_ actions: [RelayAction]) -> CircuitFailure? {
         #expect(!actions.contains { if case .openChannel = $0 { true } else { false } })
     }
 
+    // Public addresses just past CGNAT (100.64/10) and benchmarking (198.18/15): the documentation
+    // blocks are not public, so EXTEND2 refuses them before any policy line (AddressPolicyAgreementTests).
     @Test func extendForbiddenByPolicyIsRefused() throws {
-        var hop = try RawHop { $0.extendPolicy = AddressPolicy(lines: ["reject 198.51.100.0/24:*", "accept *:*"])! }
-        let refused = try hop.send(self.extend(to: IPv4Address(198, 51, 100, 7)), early: true)
-        #expect(closedFailure(refused) == .extendRefused("198.51.100.7:9001 rejected by extend policy"))
+        var hop = try RawHop { $0.extendPolicy = AddressPolicy(lines: ["reject 100.128.0.0/24:*", "accept *:*"])! }
+        let refused = try hop.send(self.extend(to: IPv4Address(100, 128, 0, 7)), early: true)
+        #expect(closedFailure(refused) == .extendRefused("100.128.0.7:9001 rejected by extend policy"))
 
-        var allowed = try RawHop { $0.extendPolicy = AddressPolicy(lines: ["reject 198.51.100.0/24:*", "accept *:*"])! }
-        let actions = try allowed.send(self.extend(to: IPv4Address(203, 0, 113, 9)), early: true)
+        var allowed = try RawHop { $0.extendPolicy = AddressPolicy(lines: ["reject 100.128.0.0/24:*", "accept *:*"])! }
+        let actions = try allowed.send(self.extend(to: IPv4Address(198, 20, 0, 9)), early: true)
         guard case .openChannel(let target, _)? = actions.first else { throw TestError("\(actions)") }
-        #expect(target.address == IPv4Address(203, 0, 113, 9) && target.port == 9001)
+        #expect(target.address == IPv4Address(198, 20, 0, 9) && target.port == 9001)
     }
 
     @Test func extendBackToPreviousHopIsRefused() throws {

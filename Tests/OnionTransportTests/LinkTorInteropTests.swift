@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import NIOCore
 import NIOPosix
 import OnionRouting

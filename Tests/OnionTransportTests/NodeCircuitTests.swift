@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import NIOCore
 import NIOPosix
 import OnionTransport
@@ -81,7 +82,7 @@ import Testing
         let ours = try await peer.channel.eventLoop.submit {
             try event.exporter.export(label: label, context: nil, length: 32)
         }.get()
-        #expect(printed == ours.map { String(format: "%02X", $0) }.joined())
+        #expect(printed == Hex.encode(ours, uppercase: true))
         // …and an export with a context differs (TLS 1.2: RFC 5705 distinguishes none from empty).
         let withContext = try await peer.channel.eventLoop.submit {
             try event.exporter.export(label: label, context: [1, 2, 3], length: 32)

@@ -1,18 +1,16 @@
 import Crypto
+import NetBasics
 import NIOCore
 import Testing
 import TestSupport
 @testable import PeersmProtocol
 
 func hex(_ string: String) -> [UInt8] {
-    let digits = Array(string.filter { !$0.isWhitespace }.utf8)
-    precondition(digits.count % 2 == 0)
-    return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+    guard let bytes = Hex.decode(string, ignoringWhitespace: true) else { preconditionFailure("bad hex literal: \(string)") }
+    return bytes
 }
 
-func hexString(_ bytes: [UInt8]) -> String {
-    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-}
+func hexString(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 
 func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
 

@@ -1,8 +1,8 @@
 /// Magnet links and the v1 info-hash each names, as libtorrent 2.0.8's parse_magnet_uri reads it
 /// (TorrentEngineTests check each hash against the installed libtorrent).
-/// Shared by PeersmProtocol's `HashName.infohash` (what the spy hunt looks for) and TorrentEngine's
-/// `MagnetLink.btih` (what the engine fetches): two readers that cannot share code (TorrentEngine
-/// must not depend on PeersmProtocol) held to the same answers, and those answers to libtorrent's.
+/// NetBasics' `MagnetLink.btih` is the one reader; the tests hold its users to the same answers:
+/// PeersmProtocol's `HashName.infohash` (what the spy hunt looks for) and TorrentEngine's
+/// `TorrentSource.btih` (what the engine fetches), and those answers to libtorrent's.
 public enum MagnetVectors {
     public static let hex = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
     /// `hex` in RFC 4648 base32.

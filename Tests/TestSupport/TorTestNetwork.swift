@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,7 +43,7 @@ public struct TorNode: Sendable, Equatable {
     public let v3Identity: [UInt8]?
 
     /// Upper-case hex RSA fingerprint, as tor's logs and `DirAuthority` lines spell it.
-    public var fingerprint: String? { rsaIdentity.map(hexString)?.uppercased() }
+    public var fingerprint: String? { rsaIdentity.map { Hex.encode($0, uppercase: true) } }
     public var isRelay: Bool { role != .client }
 }
 
@@ -220,7 +221,7 @@ private struct NodeRecord: Decodable {
         guard let pid else { throw TorTestNetworkError.malformedNetworkFile("\(nickname) has no pid") }
         func key(_ hex: String?, _ length: Int, _ what: String) throws -> [UInt8]? {
             guard let hex else { return nil }
-            guard let bytes = bytes(fromHex: hex), bytes.count == length else {
+            guard let bytes = Hex.decode(hex), bytes.count == length else {
                 throw TorTestNetworkError.malformedNetworkFile("\(nickname).\(what) is not \(length) hex bytes")
             }
             return bytes
@@ -238,38 +239,4 @@ private struct NodeRecord: Decodable {
         }
         return node
     }
-}
-
-// MARK: - hex
-
-/// Lower-case hex of `bytes`.
-func hexString<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-    return String(decoding: out, as: UTF8.self)
-}
-
-/// Bytes of a hex string (either case), or nil if it is not hex.
-func bytes(fromHex hex: String) -> [UInt8]? {
-    let chars = Array(hex.utf8)
-    guard chars.count % 2 == 0 else { return nil }
-    func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
-    }
-    var out = [UInt8]()
-    out.reserveCapacity(chars.count / 2)
-    var i = 0
-    while i < chars.count {
-        guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
-        out.append(hi << 4 | lo)
-        i += 2
-    }
-    return out
 }

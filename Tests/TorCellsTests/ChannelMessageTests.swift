@@ -1,3 +1,4 @@
+import NetBasics
 import NIOCore
 import Testing
 @testable import TorCells

@@ -1,18 +1,11 @@
+import NetBasics
 import NIOCore
 @testable import TorCells
 
 /// Bytes from hex text; whitespace is ignored. Traps on bad hex (test-only input).
 func hex(_ text: String) -> [UInt8] {
-    let digits = text.filter { !$0.isWhitespace }
-    precondition(digits.count % 2 == 0, "odd hex length")
-    var out: [UInt8] = []
-    var index = digits.startIndex
-    while index < digits.endIndex {
-        let next = digits.index(index, offsetBy: 2)
-        out.append(UInt8(digits[index..<next], radix: 16)!)
-        index = next
-    }
-    return out
+    guard let bytes = Hex.decode(text, ignoringWhitespace: true) else { preconditionFailure("bad hex literal: \(text)") }
+    return bytes
 }
 
 func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
@@ -44,7 +37,4 @@ func cellError<T>(_ body: () throws -> T) -> CellError? {
     do { _ = try body(); return nil } catch { return error as? CellError }
 }
 
-func hexByte(_ byte: UInt8) -> String {
-    let digits = Array("0123456789ABCDEF")
-    return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-}
+func hexByte(_ byte: UInt8) -> String { Hex.encode([byte], uppercase: true) }

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import Testing
 import TestSupport
 @testable import TorrentEngine
@@ -17,13 +18,13 @@ struct PublicAddressTests {
             "2001::1", "2001:0:4136:e378::1", "2001:db8::1", "2001:2::1", "2002:7f00:1::1", "3fff::1",
             "localhost", "example.com", "", "1.2.3", "1.2.3.4.5", "256.1.1.1",
         ]
-        for host in notPublic { #expect(!PublicAddress.isPublic(host), "\(host) must not be public") }
+        for host in notPublic { #expect(!MagnetPeerPolicy.publicOnly.allows(host: host), "\(host) must not be public") }
         let publicHosts = [
             "1.1.1.1", "8.8.8.8", "93.184.216.34", "172.15.255.255", "172.32.0.1", "100.63.255.255",
             "100.128.0.1", "169.253.0.1", "192.167.255.255", "223.255.255.255", "11.0.0.1",
             "2606:4700:4700::1111", "[2a00:1450:4001::200e]", "2001:4860:4860::8888", "::ffff:8.8.8.8",
         ]
-        for host in publicHosts { #expect(PublicAddress.isPublic(host), "\(host) is public") }
+        for host in publicHosts { #expect(MagnetPeerPolicy.publicOnly.allows(host: host), "\(host) is public") }
     }
 
     @Test func magnetPeerPolicyNames() {
@@ -106,7 +107,7 @@ struct MagnetPeerPolicyTests {
             $0.magnetPeers = .publicOnly
             $0.metadataTimeout = .seconds(3)
         }
-        try await engine.replaceIPFilter([IPRange("198.51.100.7")])   // a blocklist update keeps the floor
+        try await engine.replaceIPFilter([IPRange(IPAddress("198.51.100.7")!)])   // a blocklist update keeps the floor
         do {
             _ = try await collect(try await engine.stream(fixture.magnet, peers: [seeder.endpoint]))
             Issue.record("a loopback peer was connected under .publicOnly")
@@ -118,11 +119,22 @@ struct MagnetPeerPolicyTests {
         await engine.shutdown()
     }
 
-    @Test func nonPublicRangesCoverWhatPublicAddressRefuses() {
-        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "127.0.0.0", last: "127.255.255.255")))
-        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "100.64.0.0", last: "100.127.255.255")))
-        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "192.168.0.0", last: "192.168.255.255")))
-        #expect(PublicAddress.nonPublicRanges.contains(IPRange(first: "240.0.0.0", last: "255.255.255.255")))
-        #expect(PublicAddress.nonPublicRanges.count == PublicAddress.nonPublicV4.count + 7)
+    /// The ip_filter floor under `.publicOnly` blocks exactly what the policy refuses.
+    @Test func nonPublicRangesCoverWhatPublicAddressRefuses() throws {
+        let floor = AddressClass.nonPublicRanges
+        // Per family, as libtorrent's ip_filter judges (the IPv6 range ::/3 holds the IPv4-mapped block).
+        func blocked(_ text: String) -> Bool { floor.contains { $0.isIPv4 == IPAddress(text)!.isIPv4 && $0.contains(IPAddress(text)!) } }
+        for cidr in ["127.0.0.0/8", "100.64.0.0/10", "192.168.0.0/16", "240.0.0.0/4", "198.18.0.0/15", "::/3", "fc00::/7"] {
+            let range = try IPRange(parsing: cidr)
+            #expect(floor.contains { $0.first <= range.first && range.last <= $0.last }, "\(cidr) is blocked whole")
+        }
+        for host in ["127.0.0.1", "10.1.2.3", "192.0.2.1", "198.51.100.7", "203.0.113.9", "255.255.255.255", "::1",
+                     "fe80::1", "2001:db8::1", "2002:7f00:1::1", "64:ff9b::7f00:1"] {
+            #expect(blocked(host) && !MagnetPeerPolicy.publicOnly.allows(host: host), "\(host)")
+        }
+        for host in ["8.8.8.8", "100.128.0.1", "198.20.0.1", "2606:4700:4700::1111"] {
+            #expect(!blocked(host) && MagnetPeerPolicy.publicOnly.allows(host: host), "\(host)")
+        }
+        #expect(floor.allSatisfy { $0.first <= $0.last && $0.first.isIPv4 == $0.last.isIPv4 })
     }
 }

@@ -41,17 +41,17 @@ struct TorrentPlanTests {
 
     @Test func torrentMagnetInfoHashHexAndBase32() throws {
         let hex = "eade878421f4df2bb8ef1ce8744dabbfc90bf191"
-        #expect(try MagnetLink.btih("magnet:?dn=a&xt=urn:btih:\(hex.uppercased())") == hex)
+        #expect(try TorrentSource.btih("magnet:?dn=a&xt=urn:btih:\(hex.uppercased())") == hex)
         // The same hash in base32 (RFC 4648).
-        #expect(try MagnetLink.btih("magnet:?xt=urn:btih:5LPIPBBB6TPSXOHPDTUHITNLX7EQX4MR") == hex)
-        #expect(try MagnetLink.btih("magnet:?xt=urn:btmh:1220abcd") == nil)
+        #expect(try TorrentSource.btih("magnet:?xt=urn:btih:5LPIPBBB6TPSXOHPDTUHITNLX7EQX4MR") == hex)
+        #expect(try TorrentSource.btih("magnet:?xt=urn:btmh:1220abcd") == nil)
     }
 
     /// The shared vectors (HashName.infohash answers them too): our reading, and libtorrent's own
     /// wherever a hash can be relied on.
     @Test func torrentMagnetVectorsMatchHashNameAndLibtorrent() throws {
         for (magnet, want) in MagnetVectors.all {
-            let ours = (try? MagnetLink.btih(magnet)) ?? nil
+            let ours = (try? TorrentSource.btih(magnet)) ?? nil
             #expect(ours == want, "\(magnet)")
             if let want {
                 var err = ct_error()
@@ -61,7 +61,7 @@ struct TorrentPlanTests {
                 #expect(throws: Never.self) { try TorrentSource(hashName: magnet) }
             } else {
                 var refused = false
-                do { _ = try MagnetLink.btih(magnet) } catch { refused = true }
+                do { _ = try TorrentSource.btih(magnet) } catch { refused = true }
                 if refused {
                     // A btih we cannot rely on: the engine refuses the link rather than fetch an unknown hash.
                     #expect(throws: TorrentEngineError.self, "\(magnet)") { try TorrentSource(hashName: magnet) }

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import Testing
 import TestSupport
 @testable import TorrentEngine
@@ -191,9 +192,10 @@ struct TorrentIPFilterTests {
         let engine = try makeEngine(scratch.url)
         let log = EventLog()
         let collector = Task { for await e in engine.peerEvents { await log.add(e) } }
-        try await engine.replaceIPFilter([IPRange("127.0.0.2"), IPRange(first: "fd00::", last: "fd00::ffff")])
+        try await engine.replaceIPFilter([IPRange(IPAddress("127.0.0.2")!), try IPRange(parsing: "fd00::-fd00::ffff")])
         await #expect(throws: TorrentEngineError.self) {
-            try await engine.replaceIPFilter([IPRange(first: "10.0.0.9", last: "10.0.0.1")])
+            // Reversed: `IPRange` refuses to build it; libtorrent must refuse it too when handed one.
+            try await engine.replaceIPFilter([IPRange(unchecked: IPAddress("10.0.0.9")!, IPAddress("10.0.0.1")!)])
         }
 
         let got = try await collect(try await engine.stream(fixture.magnet, peers: [blocked.endpoint, allowed.endpoint]))

@@ -1,4 +1,5 @@
 import NIOCore
+import NetBasics
 
 /// A parsed channel cell payload (tor-spec §3–§5).
 ///

@@ -1,4 +1,5 @@
 import NIOCore
+import NetBasics
 
 /// A parsed relay message body (tor-spec §6).
 ///
@@ -199,7 +200,7 @@ public struct End: Hashable, Sendable {
     func write(into out: inout ByteBuffer) {
         out.writeInteger(reason.rawValue)
         guard let exitPolicy else { return }
-        switch exitPolicy.address {
+        switch exitPolicy.address.family {
         case .v4(let a): out.writeInteger(a.rawValue)
         case .v6(let a): out.writeIPv6(a)
         }
@@ -237,7 +238,7 @@ public struct Connected: Hashable, Sendable {
     }
 
     func write(into out: inout ByteBuffer) throws(CellError) {
-        switch address {
+        switch address?.family {
         case nil: return
         case .v4(let a):
             guard a.rawValue != 0 else { throw .unencodableAddress("0.0.0.0 in CONNECTED is reserved for the IPv6 form") }

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 
 /// Constant-time equality for secrets (AUTH, KH, certificate digests): the time depends only on the lengths.
 @inlinable
@@ -34,39 +35,12 @@ func requireLength<C: Collection<UInt8>>(_ bytes: C, _ n: Int, _ what: String) t
 
 extension Array where Element == UInt8 {
     /// Lower-case hex; used for fingerprints and file names.
-    public var hexString: String {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(count * 2)
-        for b in self {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public var hexString: String { Hex.encode(self) }
 
     /// Parses hex (either case; spaces and newlines ignored). Nil on any other character or an odd count.
     public init?(hexString: String) {
-        var out = [UInt8]()
-        var high: UInt8? = nil
-        for c in hexString.utf8 {
-            let v: UInt8
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = c - UInt8(ascii: "A") + 10
-            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\t"), UInt8(ascii: "\r"): continue
-            default: return nil
-            }
-            if let h = high {
-                out.append(h << 4 | v)
-                high = nil
-            } else {
-                high = v
-            }
-        }
-        guard high == nil else { return nil }
-        self = out
+        guard let bytes = Hex.decode(hexString, ignoringWhitespace: true) else { return nil }
+        self = bytes
     }
 }
 

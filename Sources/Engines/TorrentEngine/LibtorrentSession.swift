@@ -1,5 +1,6 @@
 import CTorrent
 import Foundation
+import NetBasics
 
 /// The one Swift type that calls the C shim: a libtorrent session's lifetime, shim return codes
 /// turned into `TorrentEngineError`, C strings and structs turned into Swift values. The shim is
@@ -68,9 +69,10 @@ final class LibtorrentSession: @unchecked Sendable {
     /// Replaces the IP filter with these blocked first–last ranges.
     func setIPFilter(_ ranges: [IPRange]) throws {
         var err = ct_error()
-        // Keep the C strings alive for the call.
-        let firsts = ranges.map { strdup($0.first) }
-        let lasts = ranges.map { strdup($0.last) }
+        // IPv4 ends print dotted (they are IPv4-mapped inside `IPAddress`), so libtorrent files them
+        // as address_v4 rules; IPv6 ends print in RFC 5952 form. Keep the C strings alive for the call.
+        let firsts = ranges.map { strdup($0.first.description) }
+        let lasts = ranges.map { strdup($0.last.description) }
         defer { (firsts + lasts).forEach { free($0) } }
         var cRanges = zip(firsts, lasts).map { ct_ip_range(first: $0, last: $1) }
         let rc = cRanges.withUnsafeMutableBufferPointer { ct_set_ip_filter(raw, $0.baseAddress, $0.count, &err) }

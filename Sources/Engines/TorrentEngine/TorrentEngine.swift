@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NetBasics
 
 /// The one owner of the libtorrent session: an actor that drives a `PieceScheduler` per torrent
 /// and performs its actions through `LibtorrentSession` (the only caller of the C shim).
@@ -557,14 +558,11 @@ public actor TorrentEngine {
     }
 
     private static func policyRanges(_ settings: TorrentEngineSettings) -> [IPRange] {
-        settings.magnetPeers == .publicOnly ? PublicAddress.nonPublicRanges : []
+        settings.magnetPeers == .publicOnly ? AddressClass.nonPublicRanges : []
     }
 
     static func parseEndpoint(_ s: String) -> PeerEndpoint? {
-        guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]), port > 0 else { return nil }
-        var host = String(s[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : PeerEndpoint(host: host, port: port)
+        HostPort.parse(s).map { PeerEndpoint(host: $0.host, port: $0.port) }
     }
 
     /// The v1 info-hash (lowercase hex) a source names, when it can be known before adding.
@@ -572,7 +570,7 @@ public actor TorrentEngine {
         switch source {
         case .infoHash(let h): return h.lowercased()
         case .torrentFile: return nil
-        case .magnet(let uri): return try? MagnetLink.btih(uri)
+        case .magnet(let uri): return (try? TorrentSource.btih(uri)) ?? nil
         }
     }
 }
@@ -636,92 +634,4 @@ final class StreamHandle: @unchecked Sendable {
     init(engine: TorrentEngine, id: UInt64) { self.engine = engine; self.id = id }
     func next() async throws -> TorrentStreamEvent? { try await engine.nextEvent(id) }
     deinit { Task { [engine, id] in await engine.endStream(id) } }
-}
-
-
-/// Magnet-link helpers (only what the engine needs before libtorrent parses the link).
-enum MagnetLink {
-    /// The v1 info-hash of `xt=urn:btih:` as lowercase hex (hex or base32 form); nil when the link
-    /// names none (e.g. a v2-only `btmh` link). Reads the link exactly as libtorrent 2.0's
-    /// parse_magnet_uri does — case-insensitive names with an optional numeric suffix (`xt.1`),
-    /// percent-decoded values — and throws where libtorrent would fetch a hash we cannot know
-    /// for sure: a malformed btih (libtorrent ignores bad hex digits) or two different btih
-    /// (libtorrent takes the last). PeersmProtocol's `HashName.infohash` implements the same
-    /// reading (this module cannot import it); both are checked against TestSupport's `MagnetVectors`.
-    static func btih(_ uri: String) throws -> String? {
-        var found: String?
-        for value in try xtValues(uri) where value.hasPrefix("urn:btih:") {
-            let h = String(value.dropFirst("urn:btih:".count))
-            let hex: String
-            if h.utf8.count == 40, TorrentSource.isInfoHash(h) {
-                hex = h.lowercased()
-            } else if h.utf8.count == 32, let bytes = base32(h), bytes.count == 20 {
-                hex = bytes.map { String(format: "%02x", $0) }.joined()
-            } else {
-                throw TorrentEngineError.invalidHashName("magnet link whose xt=urn:btih: is neither 40 hex digits nor 32 base32 characters")
-            }
-            if let found, found != hex {
-                throw TorrentEngineError.invalidHashName("magnet link naming two different btih info-hashes")
-            }
-            found = hex
-        }
-        return found
-    }
-
-    /// The percent-decoded values of the link's `xt` parameters, in order.
-    static func xtValues(_ uri: String) throws -> [String] {
-        var values: [String] = []
-        var rest = Substring(uri.dropFirst("magnet:?".count))
-        while !rest.isEmpty {
-            // libtorrent's order: the name runs to the first '=', then the value to the next '&'.
-            let eq = rest.firstIndex(of: "=") ?? rest.endIndex
-            var name = rest[..<eq]
-            rest = eq == rest.endIndex ? "" : rest[rest.index(after: eq)...]
-            let amp = rest.firstIndex(of: "&") ?? rest.endIndex
-            var value = String(rest[..<amp])
-            rest = amp == rest.endIndex ? "" : rest[rest.index(after: amp)...]
-            if let dot = name.firstIndex(of: "."), name[name.index(after: dot)...].allSatisfy({ ("0"..."9").contains($0) }) {
-                name = name[..<dot]
-            }
-            guard name.lowercased() == "xt" else { continue }
-            if value.contains("%") {
-                guard let decoded = percentDecoded(value) else {
-                    throw TorrentEngineError.invalidHashName("magnet link with a malformed percent-escape in xt")
-                }
-                value = decoded
-            }
-            values.append(value)
-        }
-        return values
-    }
-
-    /// RFC 3986 percent-decoding (UTF-8); nil for a truncated or non-hex escape.
-    static func percentDecoded(_ s: String) -> String? {
-        var out: [UInt8] = []
-        var bytes = Array(s.utf8)[...]
-        while let c = bytes.popFirst() {
-            guard c == UInt8(ascii: "%") else { out.append(c); continue }
-            guard bytes.count >= 2, let byte = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) else { return nil }
-            out.append(byte)
-            bytes = bytes.dropFirst(2)
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// RFC 4648 base32 without padding, case-insensitive; '1' reads as 'I' (as libtorrent does).
-    static func base32(_ s: String) -> [UInt8]? {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-        var bits = 0, value = 0
-        var out: [UInt8] = []
-        for ch in s.uppercased() {
-            guard let v = alphabet.firstIndex(of: ch == "1" ? "I" : ch) else { return nil }
-            value = ((value << 5) | v) & 0xFFFF
-            bits += 5
-            if bits >= 8 {
-                out.append(UInt8((value >> (bits - 8)) & 0xff))
-                bits -= 8
-            }
-        }
-        return out
-    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 
 /// What a requester names: a magnet link, a bare 40-hex BitTorrent v1 info-hash, or .torrent bytes.
 public enum TorrentSource: Sendable, Equatable {
@@ -13,7 +14,7 @@ public enum TorrentSource: Sendable, Equatable {
         if s.lowercased().hasPrefix("magnet:?") {
             // Read as libtorrent reads it. A btih that is malformed or ambiguous is refused here:
             // libtorrent would fetch a hash that the rest (the spy hunt) cannot know.
-            guard try MagnetLink.btih(s) != nil || MagnetLink.xtValues(s).contains(where: { $0.hasPrefix("urn:btmh:") }) else {
+            guard try Self.btih(s) != nil || Self.xtValues(s).contains(where: { $0.hasPrefix("urn:btmh:") }) else {
                 throw TorrentEngineError.invalidHashName("magnet link without an xt=urn:btih/btmh info-hash")
             }
             self = .magnet(s)
@@ -26,7 +27,18 @@ public enum TorrentSource: Sendable, Equatable {
     }
 
     static func isInfoHash(_ s: String) -> Bool {
-        s.utf8.count == 40 && s.utf8.allSatisfy { (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) }
+        s.utf8.count == 40 && Hex.decode(s) != nil
+    }
+
+    /// The v1 info-hash of a magnet link's `xt=urn:btih:`, lowercase hex, read as libtorrent reads
+    /// it (NetBasics' `MagnetLink`, which PeersmProtocol's `HashName.infohash` uses too); nil when
+    /// it names none. A btih libtorrent would misread (malformed, or two different) is refused.
+    static func btih(_ uri: String) throws(TorrentEngineError) -> String? {
+        do { return try MagnetLink.btih(uri).map { Hex.encode($0) } } catch { throw .invalidHashName(error.description) }
+    }
+
+    static func xtValues(_ uri: String) throws(TorrentEngineError) -> [String] {
+        do { return try MagnetLink.xtValues(uri) } catch { throw .invalidHashName(error.description) }
     }
 }
 

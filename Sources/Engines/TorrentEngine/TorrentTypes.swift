@@ -134,14 +134,6 @@ public struct PeerCounters: Sendable, Equatable {
     public var connectFailed = 0
 }
 
-/// One blocked address range, both ends the same family (IPv4 or IPv6), inclusive.
-public struct IPRange: Sendable, Equatable {
-    public var first: String
-    public var last: String
-    public init(first: String, last: String) { self.first = first; self.last = last }
-    public init(_ single: String) { self.init(first: single, last: single) }
-}
-
 /// What one DHT node answered to get_peers.
 public struct DHTNodeReply: Sendable {
     public let node: PeerEndpoint

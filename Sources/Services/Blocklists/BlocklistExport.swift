@@ -1,3 +1,5 @@
+import NetBasics
+
 /// Writes PeerGuardian `.p2p` text (`label:first-last`), the format every client imports.
 public enum P2PExporter {
     /// One line per entry. Labels lose control characters (so a line stays a line); the parser

@@ -1,6 +1,7 @@
-import Foundation
 import CompressNIO
+import Foundation
 import NIOCore
+import NetBasics
 
 /// The text blocklist formats home-router users know from qBittorrent, Transmission and Deluge.
 public enum BlocklistFormat: String, CaseIterable, Sendable, Codable {
@@ -157,18 +158,18 @@ public enum BlocklistParser {
     static func parseP2P(_ line: UnsafeBufferPointer<UInt8>) -> LineResult {
         guard let dash = line.lastIndex(of: UInt8(ascii: "-")) else { return .bad("expected 'label:first-last', found no '-'") }
         let endText = trim(slice(line, dash + 1, line.count))
-        guard let last = IPAddress.parse(endText) else { return .bad("bad range end '\(string(endText))'") }
+        guard let last = IPAddress.parse(endText, allowingLeadingZeros: true) else { return .bad("bad range end '\(string(endText))'") }
         let head = slice(line, 0, dash)
         guard let lastColon = head.lastIndex(of: UInt8(ascii: ":")) else {
             return .bad("expected 'label:first-last', found no ':' before the range")
         }
         var startColon = -1
         var first: IPAddress? = nil
-        if let a = IPAddress.parse(trim(slice(head, lastColon + 1, head.count))) {
+        if let a = IPAddress.parse(trim(slice(head, lastColon + 1, head.count)), allowingLeadingZeros: true) {
             startColon = lastColon; first = a
         } else {
             for i in 0..<lastColon where head[i] == UInt8(ascii: ":") {
-                if let a = IPAddress.parse(trim(slice(head, i + 1, head.count))) { startColon = i; first = a; break }
+                if let a = IPAddress.parse(trim(slice(head, i + 1, head.count)), allowingLeadingZeros: true) { startColon = i; first = a; break }
             }
         }
         guard let first else { return .bad("bad range start '\(string(trim(slice(head, lastColon + 1, head.count))))'") }
@@ -183,8 +184,8 @@ public enum BlocklistParser {
             return .bad("expected 'first - last , level , label', found no '-'")
         }
         let a = trim(slice(rangePart, 0, dash)), b = trim(slice(rangePart, dash + 1, rangePart.count))
-        guard let first = IPAddress.parse(a) else { return .bad("bad range start '\(string(a))'") }
-        guard let last = IPAddress.parse(b) else { return .bad("bad range end '\(string(b))'") }
+        guard let first = IPAddress.parse(a, allowingLeadingZeros: true) else { return .bad("bad range start '\(string(a))'") }
+        guard let last = IPAddress.parse(b, allowingLeadingZeros: true) else { return .bad("bad range end '\(string(b))'") }
         var label = ""
         if comma < line.count {
             let rest = slice(line, comma + 1, line.count)
@@ -208,7 +209,7 @@ public enum BlocklistParser {
         }
         if let slash = body.firstIndex(of: UInt8(ascii: "/")) {
             let a = trim(slice(body, 0, slash)), p = trim(slice(body, slash + 1, body.count))
-            guard let address = IPAddress.parse(a) else { return .bad("bad address '\(string(a))'") }
+            guard let address = IPAddress.parse(a, allowingLeadingZeros: true) else { return .bad("bad address '\(string(a))'") }
             guard let prefix = Int(string(p)), let range = try? IPRange(address: address, prefixLength: prefix) else {
                 return .bad("bad prefix length '\(string(p))' for \(address.isIPv4 ? "IPv4 (0-32)" : "IPv6 (0-128)")")
             }
@@ -216,11 +217,11 @@ public enum BlocklistParser {
         }
         if let dash = body.firstIndex(of: UInt8(ascii: "-")) {
             let a = trim(slice(body, 0, dash)), b = trim(slice(body, dash + 1, body.count))
-            guard let first = IPAddress.parse(a) else { return .bad("bad range start '\(string(a))'") }
-            guard let last = IPAddress.parse(b) else { return .bad("bad range end '\(string(b))'") }
+            guard let first = IPAddress.parse(a, allowingLeadingZeros: true) else { return .bad("bad range start '\(string(a))'") }
+            guard let last = IPAddress.parse(b, allowingLeadingZeros: true) else { return .bad("bad range end '\(string(b))'") }
             return makeEntry(first, last, label: label)
         }
-        guard let address = IPAddress.parse(body) else { return .bad("not an address, prefix or range: '\(string(body))'") }
+        guard let address = IPAddress.parse(body, allowingLeadingZeros: true) else { return .bad("not an address, prefix or range: '\(string(body))'") }
         return .entry(BlocklistEntry(range: IPRange(address), label: label))
     }
 

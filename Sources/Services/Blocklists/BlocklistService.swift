@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import NetBasics
 
 /// Where the enforced union goes: every libtorrent session (the engine's shim replace call,
 /// `session::set_ip_filter` with each range marked blocked). Replacing the filter does not restart

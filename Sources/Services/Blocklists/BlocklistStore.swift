@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NetBasics
 
 /// What the store knows about one imported list.
 public struct ListInfo: Hashable, Sendable {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NetBasics
 
 // The "find spies" half of torrent-live, as pure code: every function takes what was observed and
 // the current time, and returns verdicts. No I/O, no clock (the caller passes `now`).
@@ -70,7 +71,7 @@ public struct TorrentTag: Hashable, Sendable, CustomStringConvertible {
         var h = SHA256()
         h.update(data: salt)
         h.update(data: infohash)
-        hex = h.finalize().map { String(format: "%02x", $0) }.joined()
+        hex = Hex.encode(h.finalize())
     }
     public var description: String { String(hex.prefix(16)) }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import NetBasics
 import TorrentEngine
 
 /// The daemon's peer discovery: before a torrent is added, hunt spies for its info-hash (the fake
@@ -184,13 +185,7 @@ public enum DHTBootstrap {
     }
 
     /// Splits "host:port" / "[v6]:port"; nil when malformed (config validation uses this).
-    public static func split(_ entry: String) -> (host: String, port: UInt16)? {
-        guard let colon = entry.lastIndex(of: ":"), let port = UInt16(entry[entry.index(after: colon)...]), port > 0 else { return nil }
-        var host = String(entry[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, !host.contains(where: \.isWhitespace) else { return nil }
-        return (host, port)
-    }
+    public static func split(_ entry: String) -> (host: String, port: UInt16)? { HostPort.parse(entry) }
 
     /// Every address each entry names (names through the system resolver, off the cooperative
     /// pool). An entry that does not resolve is skipped; malformed entries throw.

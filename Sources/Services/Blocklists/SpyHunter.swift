@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 
 /// What the engine's DHT offers the spy hunt. libtorrent: `dht_get_peers` (the walk) and
 /// `dht_direct_request` with a `get_peers` query (one node). Implementations return every reply they

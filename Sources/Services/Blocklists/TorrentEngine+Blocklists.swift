@@ -1,5 +1,8 @@
 import Foundation
 import Logging
+// Re-exported: the blocklist API is written in NetBasics' `IPAddress`, `IPRange` and `IPRangeSet`,
+// and its clients (facilitatord's blocklist commands) name them through `import Blocklists`.
+@_exported import NetBasics
 import TorrentEngine
 
 // Joins the blocklists to the torrent engine: the engine is an `IPFilterSink` (the enforced union
@@ -9,8 +12,7 @@ import TorrentEngine
 //
 // Names: the engine's `PeerEndpoint` (host text and port) and `PeerEvent` (what libtorrent saw) are
 // used as they are; ours are `IPEndpoint` (a parsed address) and `PeerMisbehaviour` (what the
-// tracker counts). Both modules declare `IPRange`: plain `IPRange` is ours, `TorrentEngine::IPRange`
-// (module selector) the engine's, since `TorrentEngine.IPRange` would look inside the actor.
+// tracker counts). Addresses and ranges are NetBasics' on both sides.
 //
 // libtorrent 2.0.8 does not apply the ip_filter to DHT traffic (fixed in 2.0.11): a blocked DHT node
 // is still queried, and its replies still arrive. So DHT-level spies are kept out here, in our code:
@@ -24,9 +26,7 @@ extension TorrentEngine: IPFilterSink {
     /// Replaces libtorrent's ip_filter with `ranges`. Running torrents keep running; libtorrent
     /// closes existing connections to peers the new filter blocks.
     public func replaceIPFilter(_ ranges: IPRangeSet) async throws {
-        // IPv4 ends print dotted (they are IPv4-mapped inside `IPAddress`), so libtorrent files them
-        // as address_v4 rules; IPv6 ends print in RFC 5952 form.
-        try replaceIPFilter(ranges.map { TorrentEngine::IPRange(first: $0.first.description, last: $0.last.description) })
+        try replaceIPFilter(ranges.ranges)
     }
 }
 
@@ -55,7 +55,7 @@ extension TorrentEngine: DHTPeerLookup {
         guard infohash.count == 20 else {
             throw TorrentEngineError.invalidHashName("a v1 info-hash is 20 bytes, got \(infohash.count)")
         }
-        return infohash.map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(infohash)
     }
 }
 
@@ -209,15 +209,7 @@ extension BlocklistService {
 
     /// 40 hex digits → 20 bytes; nil for anything else (a v2-only hash is not tracked).
     static func infohashBytes(_ hex: String) -> [UInt8]? {
-        let chars = Array(hex.utf8)
-        guard chars.count == 40 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(20)
-        for i in stride(from: 0, to: 40, by: 2) {
-            guard let b = UInt8(String(decoding: chars[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
-            out.append(b)
-        }
-        return out
+        hex.utf8.count == 40 ? Hex.decode(hex) : nil
     }
 
     private func handle(_ event: PeerEvent, infohash: @Sendable (TorrentID) async -> [UInt8]?,

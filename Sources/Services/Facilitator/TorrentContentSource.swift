@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NetBasics
 import PeersmProtocol
 import TorrentEngine
 
@@ -53,7 +54,7 @@ public struct TorrentContentSource: ContentSource {
             guard name.infohash != nil else { throw ContentError(.badRequest, "magnet link without a v1 xt=urn:btih") }
             return magnet
         }
-        if name.bytes.count == 20 { return name.bytes.map { String(format: "%02x", $0) }.joined() }
+        if name.bytes.count == 20 { return Hex.encode(name.bytes) }
         throw ContentError(.badRequest, "hash_name is neither a 20-byte infohash nor a magnet link")
     }
 

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NetBasics
 import OnionRouting
 import OnionTransport
 import PeersmProtocol

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import PeersmProtocol
 
 /// What a later `fetch(…, resume: true)` needs to continue a download another process started:
@@ -16,7 +17,7 @@ struct PartialDownload: Codable, Equatable {
     }
 
     init(name: HashName, info: FileInfo, verifiedChunks: UInt32) {
-        hashName = name.bytes.map { String(format: "%02x", $0) }.joined()
+        hashName = Hex.encode(name.bytes)
         size = info.size
         publicKey = Data(info.publicKeyBytes).base64EncodedString()
         self.verifiedChunks = verifiedChunks

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import OnionRouting
 import TorCells
 import TorCrypto
@@ -17,10 +18,9 @@ public enum RelaySpec {
         let fields = spec.trimmingCharacters(in: .whitespaces).split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         func fail(_ why: String) -> ParseError { ParseError(spec: spec, reason: why) }
         guard fields.count == 5 else { throw fail("\(fields.count) fields, expected 5") }
-        let octets = fields[0].split(separator: ".", omittingEmptySubsequences: false).compactMap { UInt8($0) }
-        guard octets.count == 4 else { throw fail("host must be an IPv4 address") }
+        guard let address = IPv4Address(fields[0], allowingLeadingZeros: true) else { throw fail("host must be an IPv4 address") }
         guard let port = UInt16(fields[1]), port != 0 else { throw fail("port must be 1…65535") }
-        guard let fingerprint = hex(fields[2].replacingOccurrences(of: "$", with: "")), fingerprint.count == 20 else {
+        guard let fingerprint = Hex.decode(fields[2].replacingOccurrences(of: "$", with: "")), fingerprint.count == 20 else {
             throw fail("RSA fingerprint must be 40 hex digits")
         }
         let rsa = try RSAIdentity(bytes: fingerprint)
@@ -30,7 +30,7 @@ public enum RelaySpec {
             ed = try Ed25519Identity(bytes: bytes)
         }
         guard let onion = base64(fields[4]), onion.count == 32 else { throw fail("ntor onion key must be 32 bytes of base64") }
-        return CircuitHop(address: IPv4Address(octets[0], octets[1], octets[2], octets[3]), port: port,
+        return CircuitHop(address: address, port: port,
                           ntorKey: try NtorPublicKey(identity: rsa, onionKey: onion), ed25519Identity: ed)
     }
 
@@ -56,20 +56,7 @@ public enum RelaySpec {
     /// The spec of a hop (what `parse` reads back).
     public static func format(_ hop: CircuitHop) -> String {
         let ed = hop.ed25519Identity.map { Data($0.bytes).base64EncodedString() } ?? "-"
-        return "\(hop.address):\(hop.port):\(hop.ntorKey.identity.bytes.map { String(format: "%02X", $0) }.joined()):\(ed):\(Data(hop.ntorKey.onionKey).base64EncodedString())"
-    }
-
-    static func hex(_ s: String) -> [UInt8]? {
-        let chars = Array(s.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var i = 0
-        while i < chars.count {
-            guard let byte = UInt8(String(decoding: chars[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
-            out.append(byte)
-            i += 2
-        }
-        return out
+        return "\(hop.address):\(hop.port):\(Hex.encode(hop.ntorKey.identity.bytes, uppercase: true)):\(ed):\(Data(hop.ntorKey.onionKey).base64EncodedString())"
     }
 
     static func base64(_ s: String) -> [UInt8]? {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NetBasics
 import OnionRouting
 import TorCells
 
@@ -183,7 +184,7 @@ public final class LinkHandler: ChannelDuplexHandler {
     /// NETINFO's OTHERADDR: the peer's IP as we see it (0.0.0.0 when the transport has none, e.g. a
     /// WebSocket bridge over a Unix socket).
     static func netinfoAddress(_ address: SocketAddress?) -> NetinfoAddress {
-        switch address.flatMap({ $0.ipAddress }).flatMap({ IPAddress($0) }) {
+        switch address.flatMap({ $0.ipAddress }).flatMap({ IPAddress($0) })?.family {
         case .v4(let a): return .ipv4(a)
         case .v6(let a): return .ipv6(a)
         case nil: return .ipv4(IPv4Address(rawValue: 0))

@@ -1,35 +1,11 @@
 // Exit and extend policies: which (address, port) pairs this relay will connect to on a stream's behalf
 // (BEGIN) or open a channel to (EXTEND2). Syntax follows tor's ExitPolicy lines:
 //   "accept 127.0.0.1:*", "reject 10.0.0.0/8:*", "accept *:80-443", "accept [::1]:8080", "reject *:*".
-// First match wins; an address that matches no rule is rejected.
+// First match wins; an address that matches no rule is rejected. Whether an EXTEND2 target is
+// public at all is NetBasics' `AddressClass` (OnionRelay.extendRefusal), the table the engine's
+// magnet-peer policy uses too.
 
-import TorCells
-
-extension IPAddress {
-    /// Loopback, private (RFC 1918), link-local, unspecified, CGNAT, multicast and similar ranges that
-    /// a public relay must not be tricked into reaching on a client's behalf.
-    public var isInternal: Bool {
-        switch self {
-        case .v4(let address):
-            let a = address.rawValue
-            let internalNets: [(UInt32, UInt32)] = [
-                (0x0000_0000, 8), (0x0A00_0000, 8), (0x6440_0000, 10), (0x7F00_0000, 8), (0xA9FE_0000, 16),
-                (0xAC10_0000, 12), (0xC0A8_0000, 16), (0xE000_0000, 4), (0xF000_0000, 4),
-            ]
-            return internalNets.contains { net, bits in a >> (32 - bits) == net >> (32 - bits) }
-        case .v6(let address):
-            let b = address.bytes
-            if address.high == 0 && (address.low == 0 || address.low == 1) { return true }  // :: and ::1
-            if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return true }  // fe80::/10
-            if b[0] & 0xFE == 0xFC { return true }  // fc00::/7
-            if b[0] == 0xFF { return true }  // multicast
-            if address.high == 0 && address.low >> 32 == 0xFFFF {  // ::ffff:a.b.c.d
-                return IPAddress.v4(IPv4Address(rawValue: UInt32(truncatingIfNeeded: address.low))).isInternal
-            }
-            return false
-        }
-    }
-}
+import NetBasics
 
 /// One policy line.
 public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
@@ -100,7 +76,7 @@ public struct AddressPolicyRule: Hashable, Sendable, CustomStringConvertible {
 
     public func matches(_ address: IPAddress, port: UInt16) -> Bool {
         guard self.ports.contains(port) else { return false }
-        switch (self.pattern, address) {
+        switch (self.pattern, address.family) {
         case (.any, _):
             return true
         case (.v4(let network, let length), .v4(let address)):

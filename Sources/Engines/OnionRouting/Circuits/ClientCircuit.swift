@@ -1,4 +1,5 @@
 import NIOCore
+import NetBasics
 import TorCells
 import TorCrypto
 

@@ -1,4 +1,5 @@
 import NIOCore
+import NetBasics
 import TorCells
 import TorCrypto
 
@@ -541,7 +542,7 @@ public struct OnionRelay {
             return "extend back to the previous hop"
         }
         let address = IPAddress.v4(target.address)
-        if address.isInternal && !self.configuration.extendAllowPrivateAddresses {
+        if !address.isPublic && !self.configuration.extendAllowPrivateAddresses {
             return "private address \(target.address)"
         }
         if !self.configuration.extendPolicy.allows(address, port: target.port) {
@@ -607,7 +608,7 @@ public struct OnionRelay {
         guard self.circuits[id]?.streams[streamID] == .connecting else { throw .unknownStream(id, streamID) }
         self.circuits[id]!.streams[streamID] = .open
         var connected = Connected(address: address, ttl: ttl)
-        if case .v4(let a)? = address, a.rawValue == 0 { connected = .empty }
+        if address?.ipv4 == 0 { connected = .empty }
         return self.originate(id, [RelayCell(ours: .connected(connected), streamID: streamID)])
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NetBasics
 import OnionRouting
 import TorCells
 import TorCrypto
@@ -154,7 +155,7 @@ public final class OnionRelayServer: @unchecked Sendable {
         _ configuration: OnionRelayServerConfiguration, on eventLoop: EventLoop,
         application: OnionRelayApplication? = nil, logger: Logger = Logger(label: "onion.relay")
     ) async throws -> OnionRelayServer {
-        guard configuration.allowNonLoopbackBind || Self.isLoopback(configuration.host) else {
+        guard configuration.allowNonLoopbackBind || AddressClass.isLoopback(host: configuration.host) else {
             throw OnionRelayServerError.nonLoopbackBindNotAllowed(configuration.host)
         }
         let server = try OnionRelayServer(configuration: configuration, eventLoop: eventLoop, logger: logger)
@@ -531,12 +532,6 @@ public final class OnionRelayServer: @unchecked Sendable {
                 self.logger.trace("dropped on \(channel)/\(circuitID): \(reason)")
             }
         }
-    }
-
-    static func isLoopback(_ host: String) -> Bool {
-        if host == "localhost" || host == "::1" { return true }
-        if let v4 = IPv4Address(host) { return v4.rawValue >> 24 == 127 }
-        return false
     }
 }
 

@@ -32,8 +32,9 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
         last = address
     }
 
-    /// Trusted construction for already-validated ends (merging, decoding stored rows).
-    init(unchecked first: IPAddress, _ last: IPAddress) {
+    /// Trusted construction for already-validated ends (merging, decoding stored rows): the caller
+    /// guarantees one family and `first <= last`.
+    public init(unchecked first: IPAddress, _ last: IPAddress) {
         self.first = first
         self.last = last
     }
@@ -50,21 +51,22 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
         last = IPAddress(high: address.high | highMask, low: address.low | lowMask)
     }
 
-    /// Parses `ip`, `ip/prefix`, or `ip-ip` (spaces around `-` allowed).
-    public init(parsing text: some StringProtocol) throws {
+    /// Parses `ip`, `ip/prefix`, or `ip-ip` (spaces around `-` allowed). Addresses are strict unless
+    /// `allowingLeadingZeros` (blocklist files zero-pad).
+    public init(parsing text: some StringProtocol, allowingLeadingZeros: Bool = false) throws {
         let t = text.trimmingASCIIWhitespace()
         if let slash = t.firstIndex(of: "/") {
             let addrText = t[..<slash], prefixText = t[t.index(after: slash)...]
-            guard let address = IPAddress(addrText) else { throw Error.badAddress(String(addrText)) }
+            guard let address = IPAddress(addrText, allowingLeadingZeros: allowingLeadingZeros) else { throw Error.badAddress(String(addrText)) }
             guard let p = Int(prefixText) else { throw Error.badPrefix(String(prefixText)) }
             try self.init(address: address, prefixLength: p)
         } else if let dash = t.lastIndex(of: "-") {
             let a = t[..<dash].trimmingASCIIWhitespace(), b = t[t.index(after: dash)...].trimmingASCIIWhitespace()
-            guard let first = IPAddress(a) else { throw Error.badAddress(String(a)) }
-            guard let last = IPAddress(b) else { throw Error.badAddress(String(b)) }
+            guard let first = IPAddress(a, allowingLeadingZeros: allowingLeadingZeros) else { throw Error.badAddress(String(a)) }
+            guard let last = IPAddress(b, allowingLeadingZeros: allowingLeadingZeros) else { throw Error.badAddress(String(b)) }
             try self.init(first, last)
         } else {
-            guard let address = IPAddress(t) else { throw Error.badAddress(String(t)) }
+            guard let address = IPAddress(t, allowingLeadingZeros: allowingLeadingZeros) else { throw Error.badAddress(String(t)) }
             self.init(address)
         }
     }
@@ -183,7 +185,7 @@ public struct IPRangeSet: Sendable, Equatable, Sequence {
 }
 
 extension StringProtocol {
-    func trimmingASCIIWhitespace() -> SubSequence {
+    fileprivate func trimmingASCIIWhitespace() -> SubSequence {
         var s = self[...]
         while let c = s.first, c == " " || c == "\t" || c == "\r" || c == "\n" { s = s.dropFirst() }
         while let c = s.last, c == " " || c == "\t" || c == "\r" || c == "\n" { s = s.dropLast() }

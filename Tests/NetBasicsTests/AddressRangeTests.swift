@@ -1,13 +1,16 @@
 import Testing
-@testable import Blocklists
+import NetBasics
 
-@Suite struct BlocklistAddressTests {
+/// Addresses and ranges as blocklists use them (one ordering for both families, zero-padded eMule quads).
+@Suite struct AddressRangeTests {
     @Test func parsesIPv4IncludingZeroPaddedEmuleForm() throws {
         #expect(IPAddress("1.2.3.4")?.ipv4 == 0x0102_0304)
-        #expect(IPAddress("001.009.096.105")?.ipv4 == 0x0109_6069)
+        #expect(IPAddress("001.009.096.105", allowingLeadingZeros: true)?.ipv4 == 0x0109_6069)
+        #expect(IPAddress("001.009.096.105") == nil, "strict by default: inet_aton would read 010 as octal")
         #expect(IPAddress("255.255.255.255")?.ipv4 == .max)
         for bad in ["1.2.3", "1.2.3.4.5", "256.1.1.1", "1..2.3", "1.2.3.4 ", "a.b.c.d", "", "0001.1.1.1"] {
             #expect(IPAddress(bad) == nil, "\(bad) must not parse")
+            #expect(IPAddress(bad, allowingLeadingZeros: true) == nil, "\(bad) must not parse")
         }
     }
 

@@ -1,5 +1,5 @@
 import Testing
-@testable import TorCells
+import NetBasics
 
 @Suite("Addresses")
 struct AddressTests {
