@@ -503,7 +503,7 @@ public actor TorrentEngine {
         case .listenSucceeded:
             listenPort = session.listenPort
         case .dhtPeer(let infoHash, let peer):
-            let hex = infoHash.map { String(format: "%02x", $0) }.joined()
+            let hex = Hex.encode(infoHash)
             guard let id = torrentsByHash[hex], let t = torrents[id], t.metadata == nil || !t.streams.isEmpty else { return }
             connect(t, [peer])
             for s in t.streams.compactMap({ streams[$0] }) where !s.sawDHT {
