@@ -37,7 +37,7 @@ import TorrentEngine
         }
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [Seeder.Kind.aria2, .libtorrent])
+    @Test(.privateNetwork, arguments: [Seeder.Kind.aria2, .libtorrent])
     func thirdPartySeederToRequesterByteExact(_ kind: Seeder.Kind) async throws {
         let setup = try await Setup(kind, size: 5 * 1024 * 1024 + 777)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
@@ -58,7 +58,7 @@ import TorrentEngine
         #expect(words.words.contains("start"))
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func circuitKilledMidTransferResumesByteExact() async throws {
         let setup = try await Setup(.aria2, size: 8 * 1024 * 1024)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
@@ -84,7 +84,7 @@ import TorrentEngine
     /// Consecutive data queries continue the engine stream of the one before (parked when its range
     /// was read) instead of adding the torrent again: only the info query and the first data query
     /// resolve the torrent, so the progress words `torrent` and `start` come twice, not once per query.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func consecutiveQueriesContinueOneEngineStream() async throws {
         let setup = try await Setup(.aria2, size: 6 * 1024 * 1024 + 1234)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
@@ -106,7 +106,7 @@ import TorrentEngine
         #expect(words.words.filter { $0 == "start" }.count == 2, "\(words.words)")
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func unknownInfohashIsUnavailableWithinTheConfiguredTimeout() async throws {
         let setup = try await Setup(.aria2, size: 100_000, resolveTimeout: .seconds(2))
         // An infohash nobody seeds; the seeder is offered as a peer but does not have it.
@@ -124,7 +124,7 @@ import TorrentEngine
         #expect(elapsed >= 2 && elapsed < 5, "answered after \(elapsed) s")
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func badMagnetIsBadRequestAtOnce() async throws {
         let setup = try await Setup(.aria2, size: 1000)
         let started = ContinuousClock.now
@@ -145,7 +145,7 @@ import TorrentEngine
 /// make a live query BUSY. An engine with room for one torrent: the second name's query evicts the
 /// first name's hold instead of being refused.
 @Suite(.serialized) struct IdleHoldSeederTests {
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func anIdleInfoHoldNeverMakesALiveQueryBusy() async throws {
         let scratch = try TemporaryDirectory("peersm-idle-holds")
         var fixtures: [TorrentFixture] = []
