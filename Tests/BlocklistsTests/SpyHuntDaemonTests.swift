@@ -11,6 +11,8 @@ import Testing
         let process: ChildProcess
         let relaySpec: String
         let database: String
+        /// What the daemon may write: its data directory and the state directory of its database.
+        let directories: [URL]
 
         static func start(_ dir: TemporaryDirectory, _ extraConfig: String, magnetPeers: String = "any",
                           resolveTimeout: Int = 60) async throws -> Daemon {
@@ -36,7 +38,8 @@ import Testing
                                      environment: ["PEERSM_FACILITATOR_DB": ""], name: "facilitatord")
             try await p.waitForLog(containing: "facilitator key", timeout: .seconds(60))
             let line = try #require(p.log.split(separator: "\n").first { $0.hasPrefix("relay ") })
-            return Daemon(process: p, relaySpec: String(line.dropFirst("relay ".count)), database: db)
+            return Daemon(process: p, relaySpec: String(line.dropFirst("relay ".count)), database: db,
+                          directories: [dir.url.appendingPathComponent("data"), dir.url.appendingPathComponent("state")])
         }
 
         /// `peersm fetch NAME --via <this relay>`: exit status and stderr.
@@ -64,6 +67,11 @@ import Testing
             return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
         }
 
+        /// Files of the daemon's that hold any of `content` (relayed content must stay in memory).
+        func filesHolding(_ content: URL) throws -> [String] {
+            filesHoldingContent(try Data(contentsOf: content), under: directories)
+        }
+
         func lines(containing needle: String) -> [Substring] {
             process.log.split(separator: "\n").filter { $0.contains(needle) }
         }
@@ -78,9 +86,10 @@ import Testing
 
     /// An honest libtorrent DHT node and two seeders of `fixture` announced to it, each on a loopback
     /// address of its own, checked over plain KRPC. Two, because the hunt drops the head of each value
-    /// list (spies put themselves first). The caller stops the processes.
+    /// list (spies put themselves first). The seeders print each BitTorrent connection they accept
+    /// ("INCOMING …"). The caller stops the processes.
     static func honestDHTWithTwoSeeders(_ fixture: TorrentFixture, in dir: URL) async throws
-        -> (node: String, seederHosts: [String], processes: [ChildProcess]) {
+        -> (node: String, seederHosts: [String], seeders: [ChildProcess], processes: [ChildProcess]) {
         let honestHost = Loopback.address(), seederHosts = Loopback.addresses(2)
         let honest = try await EngineRig.dhtNode(host: honestHost, directory: dir, name: "honest-dht")
         let honestNode = "\(honestHost):\(honest.port)"
@@ -100,7 +109,15 @@ import Testing
         }
         if !announced { processes.forEach { $0.stop() } }
         try #require(announced, "the honest DHT node never learned both seeders; it returned \(seen)")
-        return (honestNode, seederHosts, processes)
+        return (honestNode, seederHosts, Array(processes.dropFirst()), processes)
+    }
+
+    /// BitTorrent connections `seeder` accepted from outside its DHT (the seeders find each other
+    /// there and may connect; `own` are their addresses).
+    static func dials(to seeder: ChildProcess, notFrom own: [String]) -> [Substring] {
+        seeder.log.split(separator: "\n").filter { line in
+            line.hasPrefix("INCOMING") && !own.contains { line.contains("from \($0):") }
+        }
     }
 
     /// Topology (loopback addresses of the test's own, every bootstrap list empty but the hunt's):
@@ -133,6 +150,12 @@ import Testing
         let fetch = try await daemon.fetch(fixture.infoHash, to: out)
         #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("hunted.bin")))
+        // The seeders' own record of the dial (what the next test relies on to show there was none).
+        #expect(await EngineRig.eventually(.seconds(5)) {
+            dht.seeders.contains { !Self.dials(to: $0, notFrom: dht.seederHosts).isEmpty }
+        }, "no seeder reported the daemon's connection: \(dht.seeders.map(\.log))")
+        let onDisk = try daemon.filesHolding(fixture.contentDirectory.appendingPathComponent("hunted.bin"))
+        #expect(onDisk.isEmpty, "relayed content in the daemon's directories: \(onDisk)")
 
         // One hunt served the info query and every data query after it.
         let hunts = daemon.lines(containing: "spy hunt found peers")
@@ -178,10 +201,16 @@ import Testing
         defer { daemon.process.stop() }
         let out = dir.url.appendingPathComponent("fetched.bin")
         let fetch = try await daemon.fetch(fixture.infoHash, to: out)
-        // The hunt did find the seeder, and the fetch still never reached it.
+        // The hunt did find the seeders, and the fetch still never reached them: neither accepted a
+        // connection (they print each one; they pop alerts every second, hence the wait).
         let hunt = try #require(daemon.lines(containing: "spy hunt found peers").first, "\(daemon.process.log)")
         #expect((Self.metadata("peers", in: hunt) ?? 0) >= 1, "\(hunt)")
         #expect(fetch.status != 0 && fetch.log.contains("UNAVAILABLE"), "\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
+        try await Task.sleep(for: .seconds(2))
+        for seeder in dht.seeders {
+            let dials = Self.dials(to: seeder, notFrom: dht.seederHosts)
+            #expect(dials.isEmpty, "a hunted seeder on a private address was dialled: \(dials)")
+        }
         daemon.process.stop(grace: .seconds(10))
     }
 
@@ -284,6 +313,8 @@ import Testing
         let took = ContinuousClock.now - started
         #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("fallback.bin")))
+        let onDisk = try daemon.filesHolding(fixture.contentDirectory.appendingPathComponent("fallback.bin"))
+        #expect(onDisk.isEmpty, "relayed content in the daemon's directories: \(onDisk)")
         #expect(daemon.lines(containing: "spy hunt timed out").count == 1, "\(daemon.process.log)")
         #expect(daemon.lines(containing: "spy hunt found peers").isEmpty)
         // The timeout bounds the wait: 1 s of hunting, not the 2 s a silent node's query takes per round.

@@ -17,6 +17,9 @@ import TorrentEngine
         let engine: TorrentEngine
         let rig: LoopbackRig
 
+        /// Everything the engine (the facilitator's only writer) keeps on disk.
+        var engineDirectory: URL { scratch.url.appendingPathComponent("engine") }
+
         init(_ kind: Seeder.Kind, size: Int, resolveTimeout: Duration = .seconds(30)) async throws {
             scratch = try TemporaryDirectory("peersm-facilitator")
             fixture = try TorrentFixture(in: scratch.url, name: "payload.bin", size: size, pieceKiB: 64)
@@ -37,12 +40,15 @@ import TorrentEngine
         }
     }
 
+    /// Byte-exact, and the relayed content never touched the facilitator's disk: no file in the
+    /// engine's data directory holds any of it, while the torrent is open or after shutdown.
     @Test(.privateNetwork, arguments: [Seeder.Kind.aria2, .libtorrent])
     func thirdPartySeederToRequesterByteExact(_ kind: Seeder.Kind) async throws {
         let setup = try await Setup(kind, size: 5 * 1024 * 1024 + 777)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
         let words = WordLog()
         let result: FetchResult
+        let content = try setup.fixture.contents(ofFile: 0)
         do {
             result = try await setup.rig.requester().fetch(try setup.magnet, to: out) { p in
                 if case .facilitator(let w) = p.stage { words.add(w) }
@@ -51,8 +57,11 @@ import TorrentEngine
             await setup.stop()
             throw error
         }
+        let whileOpen = filesHoldingContent(content, under: [setup.engineDirectory])
         await setup.stop()
-        #expect(try Data(contentsOf: out) == (try setup.fixture.contents(ofFile: 0)))
+        #expect(whileOpen.isEmpty, "relayed content on the facilitator's disk: \(whileOpen)")
+        #expect(filesHoldingContent(content, under: [setup.engineDirectory]).isEmpty)
+        #expect(try Data(contentsOf: out) == content)
         #expect(result.fileInfo.size == UInt64(5 * 1024 * 1024 + 777))
         #expect(words.words.contains("torrent"))
         #expect(words.words.contains("start"))
@@ -175,6 +184,22 @@ import TorrentEngine
         let infos = try outcome.get()
         #expect(infos.map(\.size) == [100_000, 100_001])
     }
+}
+
+/// The disk check itself finds content where it is, in part or whole, at any depth.
+@Test func contentOnDiskCheckFindsAnyWrittenPiece() throws {
+    let scratch = try TemporaryDirectory("content-on-disk")
+    let content = Data(testBytes(300_000, seed: 8))
+    let nested = scratch.url.appendingPathComponent("a/.b")
+    try FileManager.default.createDirectory(at: nested, withIntermediateDirectories: true)
+    try Data(testBytes(100_000, seed: 9)).write(to: nested.appendingPathComponent("other.bin"))
+    #expect(filesHoldingContent(content, under: [scratch.url]).isEmpty)
+    let piece = nested.appendingPathComponent(".piece")
+    try (Data("header".utf8) + content.subdata(in: 200_000..<232_768)).write(to: piece)
+    #expect(filesHoldingContent(content, under: [scratch.url]) == [piece.path])
+    let tail = scratch.url.appendingPathComponent("tail")
+    try content.suffix(100).write(to: tail)
+    #expect(filesHoldingContent(content, under: [scratch.url, scratch.url.appendingPathComponent("missing")]).count == 2)
 }
 
 final class WordLog: @unchecked Sendable {

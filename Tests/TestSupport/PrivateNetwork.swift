@@ -49,7 +49,7 @@ public enum PrivateNetwork {
             raw.copyBytes(from: bytes)
         }
         guard ioctl(fd, UInt(SIOCGIFFLAGS), &request) == 0 else { return false }
-        return Int32(request.ifr_ifru.ifru_flags) & Int32(IFF_UP.rawValue) != 0
+        return Int32(request.ifr_ifru.ifru_flags) & Int32(IFF_UP) != 0
     }
 
     /// Checked once per test process.
