@@ -24,16 +24,21 @@ final class IdleTorrents: @unchecked Sendable {
     let capacity: Int
     /// Gives an evicted or expired hold back to the engine.
     private let closeHold: @Sendable (TorrentID) async -> Void
-    private let clock: any Clock<Duration>
+    /// Starts a linger on the clock now and gives what waits for its end.
+    private let startLinger: @Sendable (Duration) -> @Sendable () async -> Void
     private let lock = NSLock()
     /// Oldest first; short (at most `capacity`).
     private var entries: [Entry] = []
     private var serial: UInt64 = 0
 
-    init(capacity: Int, clock: any Clock<Duration> = ContinuousClock(),
-         closeHold: @escaping @Sendable (TorrentID) async -> Void) {
+    init<C: Clock<Duration>>(capacity: Int, clock: C = ContinuousClock(),
+                             closeHold: @escaping @Sendable (TorrentID) async -> Void) {
         self.capacity = max(0, capacity)
-        self.clock = clock
+        // The deadline is read at the put, not when the waiting task starts.
+        self.startLinger = { linger in
+            let deadline = clock.now.advanced(by: linger)
+            return { try? await clock.sleep(until: deadline, tolerance: nil) }
+        }
         self.closeHold = closeHold
     }
 
@@ -115,21 +120,15 @@ final class IdleTorrents: @unchecked Sendable {
     }
 
     private func expire(_ serial: UInt64, after linger: Duration) {
-        let sleep = Self.sleep(on: clock, for: linger)
+        let lingerEnds = startLinger(linger)
         Task {
-            await sleep()
+            await lingerEnds()
             let gone: Entry? = self.lock.withLock {
                 guard let index = self.entries.firstIndex(where: { $0.serial == serial }) else { return nil }
                 return self.entries.remove(at: index)
             }
             if let gone { await self.release([gone]) }
         }
-    }
-
-    /// The deadline is read now, not when the task starts, so a linger counts from the put.
-    private static func sleep<C: Clock<Duration>>(on clock: C, for linger: Duration) -> @Sendable () async -> Void {
-        let deadline = clock.now.advanced(by: linger)
-        return { try? await clock.sleep(until: deadline, tolerance: nil) }
     }
 
     private func remove(where match: (Entry) -> Bool) -> Item? {
