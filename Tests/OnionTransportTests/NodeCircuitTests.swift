@@ -209,7 +209,7 @@ import TorCrypto
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
             let stalled = try await stall(of: { server.sentBytes.withLockedValue { $0 } }, before: size)
             let queued = try await relays.exit.queuedBytesByCircuit().values.reduce(0, +)
-            print("slow reader: the server stalled at \(stalled.map(String.init) ?? "no stall") bytes; \(queued) queued at the exit")
+            print("slow reader: the server \(stalled.map { "stalled at \($0) bytes" } ?? "never stalled"); \(queued) queued at the exit")
             #expect(queued > 0, "the exit holds nothing for window: the stream window did not run out")
             var check = PatternStream(seed: 9)
             var received = 0
@@ -266,7 +266,7 @@ import TorCrypto
             await client.close()
             return stalled
         }
-        print("slow destination: the client stalled at \(stalled.map(String.init) ?? "no stall") bytes")
+        print("slow destination: the client \(stalled.map { "stalled at \($0) bytes" } ?? "never stalled")")
         // Unread: loopback socket buffers + exit's 500-cell stream window + the client's 256 KiB queue.
         let at = try #require(stalled, "the client never stopped writing toward a destination that was not reading")
         #expect(at < 8 << 20, "client wrote \(at) bytes toward a destination that was not reading")
