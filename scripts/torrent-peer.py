@@ -10,11 +10,11 @@
   leech    TORRENT DIR [--host H] [--port P] [--report FILE]      a plain leecher that connects to nobody by itself;
                                                        writes its payload/peer counters to FILE every 0.5 s
   download TORRENT|MAGNET DIR --peer HOST:PORT         sequential download from one peer; prints JSON timing
-  dht-node [--port P] [--node HOST:PORT]... [--seed TORRENT DIR]
+  dht-node [--host H] [--port P] [--node HOST:PORT]... [--seed TORRENT DIR]
                                                        a DHT node (not read-only); with --seed it also seeds
                                                        TORRENT and announces itself for it on the DHT
 
-Every session: listens on 127.0.0.1 only, no LSD/UPnP/NAT-PMP, empty DHT bootstrap list, TCP only
+Every session: listens on 127.0.0.1 (or --host) only, no LSD/UPnP/NAT-PMP, empty DHT bootstrap list, TCP only
 unless --utp (uTP's congestion control throttles loopback), several connections per IP allowed.
 """
 import argparse
@@ -169,8 +169,9 @@ def cmd_download(a):
 
 
 def cmd_dht_node(a):
-    s = base_settings(a.port, dht=True)
-    s["alert_mask"] = lt.alert.category_t.dht_notification | lt.alert.category_t.status_notification
+    s = base_settings(a.port, dht=True, host=getattr(a, "host", "127.0.0.1"))
+    s["alert_mask"] = (lt.alert.category_t.dht_notification | lt.alert.category_t.status_notification
+                       | lt.alert.category_t.peer_notification)
     s["dht_announce_interval"] = 5
     ses = lt.session(s)
     for n in a.node:
@@ -183,7 +184,10 @@ def cmd_dht_node(a):
         ses.add_torrent(p)
     print("LISTENING %d" % wait_listen(ses), flush=True)
     while True:
-        ses.pop_alerts()
+        # Accepted BitTorrent connections are printed, so a test can show nobody dialled this node.
+        for alert in ses.pop_alerts():
+            if isinstance(alert, lt.incoming_connection_alert):
+                print("INCOMING %s" % alert.message(), flush=True)
         time.sleep(1)
 
 
@@ -200,7 +204,7 @@ def main():
     l.add_argument("--report")
     d = sub.add_parser("download"); d.add_argument("torrent"); d.add_argument("dir"); d.add_argument("--peer", required=True)
     d.add_argument("--timeout", type=float, default=600); d.add_argument("--utp", action="store_true")
-    n = sub.add_parser("dht-node"); n.add_argument("--port", type=int, default=0)
+    n = sub.add_parser("dht-node"); n.add_argument("--port", type=int, default=0); n.add_argument("--host", default="127.0.0.1")
     n.add_argument("--node", action="append", default=[]); n.add_argument("--seed", nargs=2, metavar=("TORRENT", "DIR"))
     a = ap.parse_args()
     {"make": cmd_make, "seed": cmd_seed, "leech": cmd_leech, "download": cmd_download, "dht-node": cmd_dht_node}[a.cmd](a)

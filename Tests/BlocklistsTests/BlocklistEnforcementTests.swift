@@ -5,25 +5,27 @@ import TestSupport
 import TorrentEngine
 
 extension BlocklistEngineTests {
-    /// Imported lists enforced by a real libtorrent session against real seeders on 127.0.0.x.
+    /// Imported lists enforced by a real libtorrent session against real seeders, each on a loopback
+    /// address of the test's own.
     @Suite
     struct BlocklistEnforcementTests {
-        /// A seeder on 127.0.0.2 that an imported list names is never connected (libtorrent refuses it:
-        /// peer_blocked_alert → the engine's blocked event → our metric), while the seeder on 127.0.0.3
+        /// A seeder that an imported list names is never connected (libtorrent refuses it:
+        /// peer_blocked_alert → the engine's blocked event → our metric), while an unlisted seeder
         /// delivers the file, byte for byte.
-        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        @Test(.privateNetwork)
         func blocklistKeepsListedSeederOutWhileUnlistedSeederDelivers() async throws {
             let scratch = try TemporaryDirectory("blocklist-enforce")
+            let listedHost = Loopback.address(), unlistedHost = Loopback.address()
             let fixture = try TorrentFixture(in: scratch.url, name: "enforced.bin", size: 1_500_000, pieceKiB: 32, seed: 31_337)
-            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: listedHost, directory: scratch.url)
             defer { listed.stop() }
-            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: unlistedHost, directory: scratch.url)
             defer { unlisted.stop() }
 
             let service = try BlocklistService(store: try BlocklistStore(path: scratch.url.appendingPathComponent("bl.sqlite").path))
             let report = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", """
                 # a PeerGuardian list naming the test seeder and an unrelated range
-                Test monitoring peer:127.0.0.2-127.0.0.2
+                Test monitoring peer:\(listedHost)-\(listedHost)
                 Unrelated org:10.20.0.0-10.20.255.255
                 """))
             #expect(report.list.rangeCount == 2 && report.issues.isEmpty)
@@ -37,16 +39,16 @@ extension BlocklistEngineTests {
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
 
-            let sawBlock = await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.2") }
+            let sawBlock = await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, listedHost) }
             let events = await log.events
-            #expect(sawBlock, "no blocked event for 127.0.0.2: \(events)")
-            #expect(await engine.peerCounters("127.0.0.2").connected == 0)
-            #expect(await engine.peerCounters("127.0.0.2").blocked >= 1)
-            #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
-            #expect(await log.contains(.connected, "127.0.0.3"))
-            #expect(await log.events.filter { $0.kind == .blocked }.allSatisfy { $0.address == "127.0.0.2" && $0.detail == "ip_filter" })
+            #expect(sawBlock, "no blocked event for \(listedHost): \(events)")
+            #expect(await engine.peerCounters(listedHost).connected == 0)
+            #expect(await engine.peerCounters(listedHost).blocked >= 1)
+            #expect(await engine.peerCounters(unlistedHost).connected >= 1)
+            #expect(await log.contains(.connected, unlistedHost))
+            #expect(await log.events.filter { $0.kind == .blocked }.allSatisfy { $0.address == listedHost && $0.detail == "ip_filter" })
             // Every blocked event became one count of the metric.
-            #expect(EngineRig.blockedPeers() - blockedBefore == Int64(await log.count(.blocked, "127.0.0.2")))
+            #expect(EngineRig.blockedPeers() - blockedBefore == Int64(await log.count(.blocked, listedHost)))
             #expect(try await engine.sessionStats().payloadUploaded == 0)
             await engine.shutdown()
         }
@@ -55,13 +57,14 @@ extension BlocklistEngineTests {
         /// connection at once, the torrent stays open (same id, metadata kept) and the fetch completes
         /// from the other seeder; reconnecting to the blocked peer is refused. Removing the list lets
         /// it back in.
-        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        @Test(.privateNetwork)
         func blocklistUpdateDropsLiveConnectionWithoutRestartingTorrent() async throws {
             let scratch = try TemporaryDirectory("blocklist-live")
+            let firstHost = Loopback.address(), secondHost = Loopback.address()
             let fixture = try TorrentFixture(in: scratch.url, name: "live.bin", size: 1_200_000, pieceKiB: 32, seed: 4711)
-            let first = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+            let first = try await Seeder.start(.libtorrent, seeding: fixture, host: firstHost, directory: scratch.url)
             defer { first.stop() }
-            let second = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+            let second = try await Seeder.start(.aria2, seeding: fixture, host: secondHost, directory: scratch.url)
             defer { second.stop() }
 
             let service = try BlocklistService(store: try BlocklistStore())
@@ -70,40 +73,40 @@ extension BlocklistEngineTests {
             let link = try await service.attach(engine, forward: { await log.add($0) })
             defer { link.cancel() }
 
-            // Metadata comes from 127.0.0.2 (the only peer given); the connection stays up.
+            // Metadata comes from the first seeder (the only peer given); the connection stays up.
             let (id, metadata) = try await engine.open(fixture.magnet, peers: [first.engineEndpoint])
             #expect(metadata.infoHash == fixture.infoHash)
-            #expect(try await EngineRig.eventually { try await engine.peers(id).contains { $0.endpoint.host == "127.0.0.2" } })
-            #expect(await engine.peerCounters("127.0.0.2").connected >= 1)
+            #expect(try await EngineRig.eventually { try await engine.peers(id).contains { $0.endpoint.host == firstHost } })
+            #expect(await engine.peerCounters(firstHost).connected >= 1)
 
             // Block it now: the running session drops the connection.
             let blockedBefore = EngineRig.blockedPeers()
-            _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "late.p2p", "Late entry:127.0.0.2-127.0.0.2\n"))
+            _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "late.p2p", "Late entry:\(firstHost)-\(firstHost)\n"))
             let dropped = try await EngineRig.eventually(.seconds(10)) {
-                try await !engine.peers(id).contains { $0.endpoint.host == "127.0.0.2" }
+                try await !engine.peers(id).contains { $0.endpoint.host == firstHost }
             }
-            #expect(dropped, "still connected to 127.0.0.2 after the filter changed")
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.disconnected, "127.0.0.2") })
+            #expect(dropped, "still connected to \(firstHost) after the filter changed")
+            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.disconnected, firstHost) })
             #expect(await engine.openTorrents == [id], "the torrent was not restarted")
             #expect(try await engine.stats(id).hasMetadata)
 
             // Asking for it again is refused by the filter, not attempted.
-            let connectedBefore = await engine.peerCounters("127.0.0.2").connected
+            let connectedBefore = await engine.peerCounters(firstHost).connected
             try await engine.connectPeer(id, first.engineEndpoint)
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.2") })
+            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, firstHost) })
             #expect(EngineRig.blockedPeers() > blockedBefore)
 
-            // The same torrent completes from 127.0.0.3.
+            // The same torrent completes from the second seeder.
             try await engine.connectPeer(id, second.engineEndpoint)
             let data = try await EngineRig.fetch(engine, fixture.magnet)
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await engine.peerCounters("127.0.0.2").connected == connectedBefore)
-            #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+            #expect(await engine.peerCounters(firstHost).connected == connectedBefore)
+            #expect(await engine.peerCounters(secondHost).connected >= 1)
 
             // Lifting the block lets the peer back in (same torrent, still running).
             #expect(try await service.removeList(named: "late"))
             try await engine.connectPeer(id, first.engineEndpoint)
-            #expect(await EngineRig.eventually(.seconds(10)) { await engine.peerCounters("127.0.0.2").connected > connectedBefore })
+            #expect(await EngineRig.eventually(.seconds(10)) { await engine.peerCounters(firstHost).connected > connectedBefore })
             await engine.close(id)
             await engine.shutdown()
         }
@@ -111,17 +114,19 @@ extension BlocklistEngineTests {
         /// Lists and detected spies live in the SQLite file: after the store and service are closed
         /// and reopened, both are still there and a brand-new engine gets them on attach, refusing the
         /// listed seeder and the spy's peer while the unlisted seeder delivers.
-        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        @Test(.privateNetwork)
         func blocklistAndSpiesSurviveRestartAndApplyToNewEngine() async throws {
             let scratch = try TemporaryDirectory("blocklist-restart")
+            let listedHost = Loopback.address(), unlistedHost = Loopback.address()
+            let spyPeerHost = Loopback.address(), spyHost = Loopback.address()
             let fixture = try TorrentFixture(in: scratch.url, name: "restart.bin", size: 800_000, pieceKiB: 32, seed: 1_234)
-            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: listedHost, directory: scratch.url)
             defer { listed.stop() }
-            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: unlistedHost, directory: scratch.url)
             defer { unlisted.stop() }
-            let spyPeer = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.7", directory: scratch.url)
+            let spyPeer = try await Seeder.start(.libtorrent, seeding: fixture, host: spyPeerHost, directory: scratch.url)
             defer { spyPeer.stop() }
-            let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.7:\(spyPeer.port)"], directory: scratch.url)
+            let spy = try await EngineRig.spyNode(host: spyHost, values: ["\(spyPeerHost):\(spyPeer.port)"], directory: scratch.url)
             defer { spy.process.stop() }
             let storePath = scratch.url.appendingPathComponent("bl.sqlite").path
             let realHash = Hex.decode(fixture.infoHash)!
@@ -129,13 +134,13 @@ extension BlocklistEngineTests {
             // First run: import a list and hunt (the spy answers values for the fake hash).
             let (listsBefore, spiesBefore): ([ListInfo], [Detection]) = try await {
                 let service = try BlocklistService(store: try BlocklistStore(path: storePath))
-                _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", "Listed seeder:127.0.0.2-127.0.0.2\n"))
+                _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", "Listed seeder:\(listedHost)-\(listedHost)\n"))
                 let hunter = try EngineRig.engine(scratch.url, "hunt") { $0.dhtEnabled = true }
-                let spyEP = IPEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
+                let spyEP = IPEndpoint(address: IPAddress(spyHost)!, port: spy.port)
                 // Only the spy answers, so no node is trusted and the hunt falls back to a plain walk
                 // for the real hash, which the guard keeps away from the spy it has just caught.
                 let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: [spyEP])
-                #expect(Set(result.detections.map(\.address.description)) == ["127.0.0.4", "127.0.0.7"])
+                #expect(Set(result.detections.map(\.address.description)) == [spyHost, spyPeerHost])
                 #expect(result.trustedNodes.isEmpty && result.peers.isEmpty)
                 #expect(spy.process.log.contains("get_peers \(Hex.encode(result.fakeInfohash))"))
                 #expect(!spy.process.log.contains(fixture.infoHash), "the spy learned the real info-hash:\n\(spy.process.log)")
@@ -154,7 +159,7 @@ extension BlocklistEngineTests {
             #expect(zip(spiesAfter, spiesBefore).allSatisfy { abs($0.expiresAt.timeIntervalSince($1.expiresAt)) < 0.01 && $0.torrent == $1.torrent })
             #expect(try await service.expire() == 0)
             let union = try await service.enforcedRanges()
-            #expect(["127.0.0.2", "127.0.0.4", "127.0.0.7"].allSatisfy { union.contains(IPAddress($0)!) })
+            #expect([listedHost, spyHost, spyPeerHost].allSatisfy { union.contains(IPAddress($0)!) })
 
             let engine = try EngineRig.engine(scratch.url, "fresh")
             let log = EngineEventLog()
@@ -163,30 +168,32 @@ extension BlocklistEngineTests {
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, spyPeer.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
             let refusedBoth = await EngineRig.eventually(.seconds(5)) {
-                let a = await log.contains(.blocked, "127.0.0.2"), b = await log.contains(.blocked, "127.0.0.7")
+                let a = await log.contains(.blocked, listedHost), b = await log.contains(.blocked, spyPeerHost)
                 return a && b
             }
             #expect(refusedBoth)
-            #expect(await engine.peerCounters("127.0.0.2").connected == 0)
-            #expect(await engine.peerCounters("127.0.0.7").connected == 0)
-            #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+            #expect(await engine.peerCounters(listedHost).connected == 0)
+            #expect(await engine.peerCounters(spyPeerHost).connected == 0)
+            #expect(await engine.peerCounters(unlistedHost).connected >= 1)
             await engine.shutdown()
         }
 
         /// A list the size of the public level-1 lists (200,000 IPv4 ranges plus 2,000 IPv6 ones) goes
         /// into libtorrent in one replace, and is enforced: the listed seeder inside it is refused.
-        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        @Test(.privateNetwork)
         func blocklistOfPublicListSizeIsPushedAndEnforced() async throws {
             let scratch = try TemporaryDirectory("blocklist-large")
+            let listedHost = Loopback.address(), unlistedHost = Loopback.address()
             let fixture = try TorrentFixture(in: scratch.url, name: "large.bin", size: 300_000, pieceKiB: 32, seed: 77)
-            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+            let listed = try await Seeder.start(.libtorrent, seeding: fixture, host: listedHost, directory: scratch.url)
             defer { listed.stop() }
-            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: "127.0.0.3", directory: scratch.url)
+            let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: unlistedHost, directory: scratch.url)
             defer { unlisted.stop() }
 
-            // Disjoint ranges spread over 1.0.0.0–223.255.255.255, 127.0.0.2 among them, and some IPv6.
+            // Disjoint ranges spread over 1.0.0.0–223.255.255.255 (none in 127/8), the listed seeder
+            // among them, and some IPv6.
             var rng = SplitMix64(seed: 20_261_125)
-            var ranges: [IPRange] = [try IPRange(parsing: "127.0.0.2")]
+            var ranges: [IPRange] = [try IPRange(parsing: listedHost)]
             var next: UInt32 = 1 << 24
             while ranges.count < 200_000 {
                 next += UInt32.random(in: 16...4_000, using: &rng)
@@ -199,7 +206,7 @@ extension BlocklistEngineTests {
             // Every other /48, so they stay 2,000 separate ranges instead of merging.
             for i in 0..<2_000 { ranges.append(try IPRange(parsing: "2001:db8:\(String(2 * i, radix: 16))::/48")) }
             let union = IPRangeSet(merging: ranges)
-            #expect(union.count == 202_000)   // 200,000 IPv4 (127.0.0.2 included) + 2,000 IPv6
+            #expect(union.count == 202_000)   // 200,000 IPv4 (the listed seeder included) + 2,000 IPv6
 
             let engine = try EngineRig.engine(scratch.url, "large")
             let clock = ContinuousClock()
@@ -209,9 +216,9 @@ extension BlocklistEngineTests {
 
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await EngineRig.eventually(.seconds(5)) { await engine.peerCounters("127.0.0.2").blocked >= 1 })
-            #expect(await engine.peerCounters("127.0.0.2").connected == 0)
-            #expect(await engine.peerCounters("127.0.0.3").connected >= 1)
+            #expect(await EngineRig.eventually(.seconds(5)) { await engine.peerCounters(listedHost).blocked >= 1 })
+            #expect(await engine.peerCounters(listedHost).connected == 0)
+            #expect(await engine.peerCounters(unlistedHost).connected >= 1)
             await engine.shutdown()
         }
     }

@@ -12,7 +12,7 @@ import Testing
         return Int(line[r].dropFirst("ranges=".count))
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func daemonEnforcesImportedListsAndPicksUpLiveImports() async throws {
         let exe = try #require(CLI.binary, "facilitatord is not built beside the tests (swift build --product facilitatord)")
         let dir = try TemporaryDirectory("blocklist-daemon")

@@ -135,13 +135,14 @@ let python3 = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ?
         return p
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func fakeSpyNodeSpeaksKRPC() async throws {
         let dir = try TemporaryDirectory("spy-dht-krpc")
-        let port = freePort(host: "127.0.0.9")
-        let spy = try await startNode(dir, "spy", ["--host", "127.0.0.9", "--port", "\(port)"])
+        let spyHost = Loopback.address()
+        let port = freePort(host: spyHost)
+        let spy = try await startNode(dir, "spy", ["--host", spyHost, "--port", "\(port)"])
         defer { spy.stop() }
-        let node = IPEndpoint(address: IPAddress("127.0.0.9")!, port: port)
+        let node = IPEndpoint(address: IPAddress(spyHost)!, port: port)
         var rng = SystemRandomNumberGenerator()
         let anyHash = (0..<20).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let reply = try #require(try await KRPCQuerier(start: []).getPeers(infohash: anyHash, from: node))
@@ -159,32 +160,33 @@ let python3 = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ?
     /// The hunt over real UDP: a spy answering any hash, a sybil minting IDs next to the target,
     /// and an honest close node that knows the real swarm. The walk starts at the spy, which names
     /// the other two as closer nodes.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func spyHuntOverKRPCDetectsTheFakeSpyBeforeTheRealQuery() async throws {
         let dir = try TemporaryDirectory("spy-dht-hunt")
-        let spyPort = freePort(host: "127.0.0.9"), sybilPort = freePort(host: "127.0.0.10"), honestPort = freePort(host: "127.0.0.11")
+        let spyHost = Loopback.address(), sybilHost = Loopback.address(), honestHost = Loopback.address()
+        let spyPort = freePort(host: spyHost), sybilPort = freePort(host: sybilHost), honestPort = freePort(host: honestHost)
         let honestID = nodeID(near: realHash, sharing: 22)
         let sybilID = [UInt8](repeating: 0xEE, count: 20)
         let realPeers = (1...6).map { "10.1.0.\($0):6881" }
-        let nodesArg = "\(Hex.encode(sybilID))@127.0.0.10:\(sybilPort),\(Hex.encode(honestID))@127.0.0.11:\(honestPort)"
-        let spy = try await startNode(dir, "spy", ["--host", "127.0.0.9", "--port", "\(spyPort)", "--nodes", nodesArg])
-        let sybil = try await startNode(dir, "sybil", ["--host", "127.0.0.10", "--port", "\(sybilPort)", "--mode", "honest",
+        let nodesArg = "\(Hex.encode(sybilID))@\(sybilHost):\(sybilPort),\(Hex.encode(honestID))@\(honestHost):\(honestPort)"
+        let spy = try await startNode(dir, "spy", ["--host", spyHost, "--port", "\(spyPort)", "--nodes", nodesArg])
+        let sybil = try await startNode(dir, "sybil", ["--host", sybilHost, "--port", "\(sybilPort)", "--mode", "honest",
                                                       "--sybil", "--id", Hex.encode(sybilID)])
-        let honest = try await startNode(dir, "honest", ["--host", "127.0.0.11", "--port", "\(honestPort)", "--mode", "honest",
+        let honest = try await startNode(dir, "honest", ["--host", honestHost, "--port", "\(honestPort)", "--mode", "honest",
                                                         "--id", Hex.encode(honestID), "--has", "\(Hex.encode(realHash))=\(realPeers.joined(separator: ","))"])
         defer { spy.stop(); sybil.stop(); honest.stop() }
 
         let service = try BlocklistService(store: try BlocklistStore())
         let sink = RecordingSink()
         try await service.register(sink)
-        let lookup = IterativeDHTLookup(querier: KRPCQuerier(start: [IPEndpoint(address: IPAddress("127.0.0.9")!, port: spyPort)]))
+        let lookup = IterativeDHTLookup(querier: KRPCQuerier(start: [IPEndpoint(address: IPAddress(spyHost)!, port: spyPort)]))
         let result = try await service.hunt(infohash: realHash, lookup: lookup)
 
         let reasons = Dictionary(grouping: result.detections, by: \.address.description).mapValues { Set($0.map(\.reason)) }
-        #expect(reasons["127.0.0.9"] == [.valuesForFakeInfohash])
-        #expect(reasons["127.0.0.10"] == [.sybilNodeID])
-        #expect(reasons["127.0.0.11"] == nil)
-        #expect(result.trustedNodes == [IPEndpoint(address: IPAddress("127.0.0.11")!, port: honestPort)])
+        #expect(reasons[spyHost] == [.valuesForFakeInfohash])
+        #expect(reasons[sybilHost] == [.sybilNodeID])
+        #expect(reasons[honestHost] == nil)
+        #expect(result.trustedNodes == [IPEndpoint(address: IPAddress(honestHost)!, port: honestPort)])
         #expect(Set(result.peers.map(\.description)) == Set(realPeers.dropFirst()))  // the list head is dropped
         // The real hash went to the honest node alone; the spy and the sybil saw only the fake one.
         try await honest.waitForLog(containing: "get_peers \(Hex.encode(realHash)) -> 6 value(s)", timeout: .seconds(5))
@@ -192,14 +194,14 @@ let python3 = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ?
         #expect(spy.log.contains("get_peers \(Hex.encode(result.fakeInfohash)) -> 2 value(s)"), "\(spy.log)")
         // Blocked in every session before the real fetch starts.
         let filter = try #require(sink.last)
-        #expect(filter.contains(IPAddress("127.0.0.9")!) && filter.contains(IPAddress("127.0.0.10")!))
-        #expect(!filter.contains(IPAddress("127.0.0.11")!) && filter.contains(IPAddress("127.0.0.66")!))
-        #expect(try await service.check(IPAddress("127.0.0.9")!).spies.first?.reason == .valuesForFakeInfohash)
+        #expect(filter.contains(IPAddress(spyHost)!) && filter.contains(IPAddress(sybilHost)!))
+        #expect(!filter.contains(IPAddress(honestHost)!) && filter.contains(IPAddress("127.0.0.66")!))
+        #expect(try await service.check(IPAddress(spyHost)!).spies.first?.reason == .valuesForFakeInfohash)
     }
 }
 
 @Suite(.serialized) struct BlocklistURLImportTests {
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func importsGzippedListFromALocalHTTPServer() async throws {
         let dir = try TemporaryDirectory("blocklist-http")
         let www = dir.url.appendingPathComponent("www")

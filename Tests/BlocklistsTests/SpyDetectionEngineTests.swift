@@ -6,37 +6,40 @@ import TorrentEngine
 
 extension BlocklistEngineTests {
     /// The spy hunt through the engine's read-only DHT node, against a fake spy node and honest
-    /// python3-libtorrent DHT nodes on 127.0.0.x, then the real fetch from the honest seeders.
+    /// python3-libtorrent DHT nodes on loopback addresses of the test's own, then the real fetch from
+    /// the honest seeders.
     @Suite
     struct SpyDetectionEngineTests {
         /// Topology (all UDP/TCP on loopback, DHT bootstrap lists empty):
-        ///   127.0.0.4  scripts/fake-spy-dht.py: values for ANY info-hash, naming 127.0.0.8 (a real
-        ///              seeder, the spy's monitoring peer) and 127.0.0.66
-        ///   127.0.0.5  honest libtorrent DHT node
-        ///   127.0.0.3, 127.0.0.6  libtorrent DHT nodes that seed the fixture and announce themselves
+        ///   spy      scripts/fake-spy-dht.py: values for ANY info-hash, naming the monitor (a real
+        ///            seeder, the spy's monitoring peer) and 127.0.0.66 (nobody)
+        ///   honest   libtorrent DHT node
+        ///   seedA, seedB  libtorrent DHT nodes that seed the fixture and announce themselves
         /// The hunt (fake info-hash walk, then direct probes, then the real hash asked only of nodes
         /// that passed) convicts the spy and the peers it named, stores them with reason, time and
         /// expiry, and the fetch engine's ip_filter refuses them before the fetch, which then completes
         /// from the announced seeders. The spy never sees the real info-hash.
-        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        @Test(.privateNetwork)
         func spyHuntThroughEngineBlocksSpyBeforeFetchAndFetchSucceeds() async throws {
             let scratch = try TemporaryDirectory("spy-engine")
             let fixture = try TorrentFixture(in: scratch.url, name: "hunted.bin", size: 900_000, pieceKiB: 32, seed: 2024)
             let realHash = Hex.decode(fixture.infoHash)!
             try #require(realHash.count == 20)
+            let spyHost = Loopback.address(), honestHost = Loopback.address(), monitorHost = Loopback.address()
+            let seedAHost = Loopback.address(), seedBHost = Loopback.address()
 
-            let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: scratch.url, name: "honest-dht")
+            let honest = try await EngineRig.dhtNode(host: honestHost, directory: scratch.url, name: "honest-dht")
             defer { honest.process.stop() }
-            let honestNode = "127.0.0.5:\(honest.port)"
-            let seedA = try await EngineRig.dhtNode(host: "127.0.0.3", knowing: [honestNode], seeding: fixture,
+            let honestNode = "\(honestHost):\(honest.port)"
+            let seedA = try await EngineRig.dhtNode(host: seedAHost, knowing: [honestNode], seeding: fixture,
                                                     directory: scratch.url, name: "seed-a")
             defer { seedA.process.stop() }
-            let seedB = try await EngineRig.dhtNode(host: "127.0.0.6", knowing: [honestNode], seeding: fixture,
+            let seedB = try await EngineRig.dhtNode(host: seedBHost, knowing: [honestNode], seeding: fixture,
                                                     directory: scratch.url, name: "seed-b")
             defer { seedB.process.stop() }
-            let monitor = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.8", directory: scratch.url)
+            let monitor = try await Seeder.start(.libtorrent, seeding: fixture, host: monitorHost, directory: scratch.url)
             defer { monitor.stop() }
-            let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.8:\(monitor.port)", "127.0.0.66:6881"],
+            let spy = try await EngineRig.spyNode(host: spyHost, values: ["\(monitorHost):\(monitor.port)", "127.0.0.66:6881"],
                                                   directory: scratch.url)
             defer { spy.process.stop() }
 
@@ -58,11 +61,11 @@ extension BlocklistEngineTests {
             defer { huntLink.cancel() }
             let fetchLink = try await service.attach(fetcher, forward: { await log.add($0) })
             defer { fetchLink.cancel() }
-            let bootstrap = [IPEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port),
-                             IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)]
+            let bootstrap = [IPEndpoint(address: IPAddress(spyHost)!, port: spy.port),
+                             IPEndpoint(address: IPAddress(honestHost)!, port: honest.port)]
 
             // Wait until both seeders' announces reached the honest node (asked directly, not the spy).
-            let seeders = Set(["127.0.0.3:\(seedA.port)", "127.0.0.6:\(seedB.port)"])
+            let seeders = Set(["\(seedAHost):\(seedA.port)", "\(seedBHost):\(seedB.port)"])
             var lastValues: [String] = []
             let announced = try await EngineRig.eventually(.seconds(60)) {
                 let r = try await hunter.getPeers(infohash: realHash, from: bootstrap[1])
@@ -77,7 +80,7 @@ extension BlocklistEngineTests {
             let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: bootstrap)
 
             // The spy node and the peers it named are convicted, for this torrent, with an expiry.
-            let spyIP = IPAddress("127.0.0.4")!, monitorIP = IPAddress("127.0.0.8")!, phantomIP = IPAddress("127.0.0.66")!
+            let spyIP = IPAddress(spyHost)!, monitorIP = IPAddress(monitorHost)!, phantomIP = IPAddress("127.0.0.66")!
             let byAddress = Dictionary(grouping: result.detections, by: \.address)
             #expect(byAddress[spyIP]?.map(\.reason) == [.valuesForFakeInfohash])
             #expect(byAddress[monitorIP]?.map(\.reason) == [.listedForFakeInfohash])
@@ -85,7 +88,7 @@ extension BlocklistEngineTests {
             #expect(Set(result.detections.map(\.address)) == [spyIP, monitorIP, phantomIP], "honest nodes convicted: \(result.detections)")
             #expect(EngineRig.spiesDetected(.valuesForFakeInfohash) - detectedBefore == 1)
             // The nodes that passed the probe are the honest ones, and only they were asked the real hash.
-            let honestIPs: Set<IPAddress> = [IPAddress("127.0.0.3")!, IPAddress("127.0.0.5")!, IPAddress("127.0.0.6")!]
+            let honestIPs: Set<IPAddress> = [IPAddress(seedAHost)!, IPAddress(honestHost)!, IPAddress(seedBHost)!]
             #expect(!result.trustedNodes.isEmpty && Set(result.trustedNodes.map(\.address)).isSubset(of: honestIPs))
             #expect(Array(result.fakeInfohash.prefix(4)) == Array(realHash.prefix(4)) && result.fakeInfohash != realHash)
             let spyLog = spy.process.log
@@ -116,10 +119,10 @@ extension BlocklistEngineTests {
             let peers = result.peers.map { PeerEndpoint($0) } + [monitor.engineEndpoint]
             let data = try await EngineRig.fetch(fetcher, fixture.magnet, peers: peers)
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, "127.0.0.8") })
-            #expect(await fetcher.peerCounters("127.0.0.8").connected == 0)
+            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, monitorHost) })
+            #expect(await fetcher.peerCounters(monitorHost).connected == 0)
             #expect(EngineRig.blockedPeers() > blockedBefore)
-            let served = await fetcher.peerCounters("127.0.0.3").connected + fetcher.peerCounters("127.0.0.6").connected
+            let served = await fetcher.peerCounters(seedAHost).connected + fetcher.peerCounters(seedBHost).connected
             #expect(served >= 1)
             // The DHT never saw the real hash from the spy's side, before or after the fetch.
             #expect(!spy.process.log.contains(fixture.infoHash))
@@ -131,21 +134,22 @@ extension BlocklistEngineTests {
 
         /// `GuardedDHTLookup` does what libtorrent 2.0.8 does not: a node in the enforced union is never
         /// sent a query, and blocked nodes named as closer nodes are not followed.
-        @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+        @Test(.privateNetwork)
         func spyNodeOnBlocklistIsNeverQueriedByGuardedLookup() async throws {
             let scratch = try TemporaryDirectory("spy-guard")
-            let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.66:6881"], directory: scratch.url)
+            let spyHost = Loopback.address(), honestHost = Loopback.address()
+            let spy = try await EngineRig.spyNode(host: spyHost, values: ["127.0.0.66:6881"], directory: scratch.url)
             defer { spy.process.stop() }
-            let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: scratch.url, name: "honest-dht")
+            let honest = try await EngineRig.dhtNode(host: honestHost, directory: scratch.url, name: "honest-dht")
             defer { honest.process.stop() }
             let service = try BlocklistService(store: try BlocklistStore())
-            _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "spies.p2p", "Known spy:127.0.0.4-127.0.0.4\n"))
+            _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "spies.p2p", "Known spy:\(spyHost)-\(spyHost)\n"))
             let engine = try EngineRig.engine(scratch.url, "guard") { $0.dhtEnabled = true }
             // The engine's ip_filter holds the spy too; it makes no difference to DHT traffic.
             let link = try await service.attach(engine)
             defer { link.cancel() }
-            let spyEP = IPEndpoint(address: IPAddress("127.0.0.4")!, port: spy.port)
-            let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
+            let spyEP = IPEndpoint(address: IPAddress(spyHost)!, port: spy.port)
+            let honestEP = IPEndpoint(address: IPAddress(honestHost)!, port: honest.port)
             let lookup = GuardedDHTLookup(engine: engine, bootstrap: [spyEP, honestEP], service: service)
             let hash = (0..<20).map { UInt8($0 * 7 + 1) }
 

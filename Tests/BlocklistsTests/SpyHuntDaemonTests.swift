@@ -11,6 +11,8 @@ import Testing
         let process: ChildProcess
         let relaySpec: String
         let database: String
+        /// What the daemon may write: its data directory and the state directory of its database.
+        let directories: [URL]
 
         static func start(_ dir: TemporaryDirectory, _ extraConfig: String, magnetPeers: String = "any",
                           resolveTimeout: Int = 60) async throws -> Daemon {
@@ -36,7 +38,8 @@ import Testing
                                      environment: ["PEERSM_FACILITATOR_DB": ""], name: "facilitatord")
             try await p.waitForLog(containing: "facilitator key", timeout: .seconds(60))
             let line = try #require(p.log.split(separator: "\n").first { $0.hasPrefix("relay ") })
-            return Daemon(process: p, relaySpec: String(line.dropFirst("relay ".count)), database: db)
+            return Daemon(process: p, relaySpec: String(line.dropFirst("relay ".count)), database: db,
+                          directories: [dir.url.appendingPathComponent("data"), dir.url.appendingPathComponent("state")])
         }
 
         /// `peersm fetch NAME --via <this relay>`: exit status and stderr.
@@ -64,6 +67,11 @@ import Testing
             return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
         }
 
+        /// Files of the daemon's that hold any of `content` (relayed content must stay in memory).
+        func filesHolding(_ content: URL) throws -> [String] {
+            filesHoldingContent(try Data(contentsOf: content), under: directories)
+        }
+
         func lines(containing needle: String) -> [Substring] {
             process.log.split(separator: "\n").filter { $0.contains(needle) }
         }
@@ -76,22 +84,24 @@ import Testing
 
     static func sha256(_ url: URL) throws -> String { String(try runTool("sha256sum", [url.path]).prefix(64)) }
 
-    /// An honest libtorrent DHT node on 127.0.0.5 and two seeders of `fixture` (127.0.0.3, 127.0.0.6)
-    /// announced to it, checked over plain KRPC. Two, because the hunt drops the head of each value
-    /// list (spies put themselves first). The caller stops the processes.
+    /// An honest libtorrent DHT node and two seeders of `fixture` announced to it, each on a loopback
+    /// address of its own, checked over plain KRPC. Two, because the hunt drops the head of each value
+    /// list (spies put themselves first). The seeders print each BitTorrent connection they accept
+    /// ("INCOMING …"). The caller stops the processes.
     static func honestDHTWithTwoSeeders(_ fixture: TorrentFixture, in dir: URL) async throws
-        -> (node: String, processes: [ChildProcess]) {
-        let honest = try await EngineRig.dhtNode(host: "127.0.0.5", directory: dir, name: "honest-dht")
-        let honestNode = "127.0.0.5:\(honest.port)"
+        -> (node: String, seederHosts: [String], seeders: [ChildProcess], processes: [ChildProcess]) {
+        let honestHost = Loopback.address(), seederHosts = Loopback.addresses(2)
+        let honest = try await EngineRig.dhtNode(host: honestHost, directory: dir, name: "honest-dht")
+        let honestNode = "\(honestHost):\(honest.port)"
         var processes = [honest.process]
         var seeders = Set<String>()
-        for (host, name) in [("127.0.0.3", "seed-a"), ("127.0.0.6", "seed-b")] {
+        for (host, name) in zip(seederHosts, ["seed-a", "seed-b"]) {
             let seed = try await EngineRig.dhtNode(host: host, knowing: [honestNode], seeding: fixture, directory: dir, name: name)
             processes.append(seed.process)
             seeders.insert("\(host):\(seed.port)")
         }
         let realHash = Hex.decode(fixture.infoHash)!
-        let honestEP = IPEndpoint(address: IPAddress("127.0.0.5")!, port: honest.port)
+        let honestEP = IPEndpoint(address: IPAddress(honestHost)!, port: honest.port)
         var seen: [String] = []
         let announced = try await EngineRig.eventually(.seconds(60)) {
             seen = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
@@ -99,29 +109,38 @@ import Testing
         }
         if !announced { processes.forEach { $0.stop() } }
         try #require(announced, "the honest DHT node never learned both seeders; it returned \(seen)")
-        return (honestNode, processes)
+        return (honestNode, seederHosts, Array(processes.dropFirst()), processes)
     }
 
-    /// Topology (loopback only, every bootstrap list empty but the hunt's):
-    ///   127.0.0.4  scripts/fake-spy-dht.py, values for ANY info-hash (a hunt bootstrap node)
-    ///   127.0.0.5  honest python3-libtorrent DHT node (the other hunt bootstrap node)
-    ///   127.0.0.3, 127.0.0.6  libtorrent DHT nodes seeding the file, announced to 127.0.0.5
+    /// BitTorrent connections `seeder` accepted from outside its DHT (the seeders find each other
+    /// there and may connect; `own` are their addresses).
+    static func dials(to seeder: ChildProcess, notFrom own: [String]) -> [Substring] {
+        seeder.log.split(separator: "\n").filter { line in
+            line.hasPrefix("INCOMING") && !own.contains { line.contains("from \($0):") }
+        }
+    }
+
+    /// Topology (loopback addresses of the test's own, every bootstrap list empty but the hunt's):
+    ///   spy        scripts/fake-spy-dht.py, values for ANY info-hash (a hunt bootstrap node)
+    ///   honest     python3-libtorrent DHT node (the other hunt bootstrap node)
+    ///   2 seeders  libtorrent DHT nodes seeding the file, announced to the honest node
     /// `peersm fetch` names the bare info-hash: no x.pe, no tracker, and the fetching engine's DHT
     /// is off, so the only peers the fetch can have are those of the daemon's guarded hunt.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func daemonHuntsTheSpyBeforeTheFetchAndFetchesFromHuntedPeers() async throws {
         let dir = try TemporaryDirectory("spy-daemon")
         let fixture = try TorrentFixture(in: dir.url, name: "hunted.bin", size: 700_000, pieceKiB: 32, seed: 4242)
         let dht = try await Self.honestDHTWithTwoSeeders(fixture, in: dir.url)
         defer { dht.processes.forEach { $0.stop() } }
         let honestNode = dht.node
-        let spy = try await EngineRig.spyNode(host: "127.0.0.4", values: ["127.0.0.66:6881", "127.0.0.67:6881"], directory: dir.url)
+        let spyHost = Loopback.address()
+        let spy = try await EngineRig.spyNode(host: spyHost, values: ["127.0.0.66:6881", "127.0.0.67:6881"], directory: dir.url)
         defer { spy.process.stop() }
 
         let daemon = try await Daemon.start(dir, """
             [blocklists]
             hunt = true
-            hunt_bootstrap_nodes = ["127.0.0.4:\(spy.port)", "\(honestNode)"]
+            hunt_bootstrap_nodes = ["\(spyHost):\(spy.port)", "\(honestNode)"]
             hunt_timeout_seconds = 30
             """)
         defer { daemon.process.stop() }
@@ -131,6 +150,12 @@ import Testing
         let fetch = try await daemon.fetch(fixture.infoHash, to: out)
         #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("hunted.bin")))
+        // The seeders' own record of the dial (what the next test relies on to show there was none).
+        #expect(await EngineRig.eventually(.seconds(5)) {
+            dht.seeders.contains { !Self.dials(to: $0, notFrom: dht.seederHosts).isEmpty }
+        }, "no seeder reported the daemon's connection: \(dht.seeders.map(\.log))")
+        let onDisk = try daemon.filesHolding(fixture.contentDirectory.appendingPathComponent("hunted.bin"))
+        #expect(onDisk.isEmpty, "relayed content in the daemon's directories: \(onDisk)")
 
         // One hunt served the info query and every data query after it.
         let hunts = daemon.lines(containing: "spy hunt found peers")
@@ -145,19 +170,21 @@ import Testing
         #expect(!spyLog.contains(fixture.infoHash), "the spy learned the real info-hash:\n\(spyLog)")
 
         // The spy and the peers it named are in the database, with the reason, for the CLI to show.
-        let check = try CLI.run(["blocklist", "check", "127.0.0.4", "--db", daemon.database])
+        let check = try CLI.run(["blocklist", "check", spyHost, "--db", daemon.database])
         #expect(check.status == 0 && check.out.contains("values-for-fake-infohash"), "\(check.out)\(check.err)")
         let named = try CLI.run(["blocklist", "check", "127.0.0.66", "--db", daemon.database])
         #expect(named.out.contains("listed-for-fake-infohash"), "\(named.out)\(named.err)")
-        let seeder = try CLI.run(["blocklist", "check", "127.0.0.3", "--db", daemon.database])
-        #expect(!seeder.out.contains("fake-infohash"), "an honest seeder was convicted: \(seeder.out)")
+        for host in dht.seederHosts {
+            let seeder = try CLI.run(["blocklist", "check", host, "--db", daemon.database])
+            #expect(!seeder.out.contains("fake-infohash"), "an honest seeder was convicted: \(seeder.out)")
+        }
         daemon.process.stop(grace: .seconds(10))
     }
 
     /// DHT values come from nodes anyone runs: under the default `magnet_peers = "public"` the
     /// hunt's loopback peers are not dialled (a poisoned DHT answer cannot point the exit at its
     /// LAN), so the fetch ends with DB_END UNAVAILABLE after the resolve timeout.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func daemonDoesNotDialHuntedPeersOnPrivateAddressesByDefault() async throws {
         let dir = try TemporaryDirectory("spy-daemon-public")
         let fixture = try TorrentFixture(in: dir.url, name: "private.bin", size: 100_000, pieceKiB: 16, seed: 4343)
@@ -174,25 +201,33 @@ import Testing
         defer { daemon.process.stop() }
         let out = dir.url.appendingPathComponent("fetched.bin")
         let fetch = try await daemon.fetch(fixture.infoHash, to: out)
-        // The hunt did find the seeder, and the fetch still never reached it.
+        // The hunt did find the seeders, and the fetch still never reached them: neither accepted a
+        // connection (they print each one; they pop alerts every second, hence the wait).
         let hunt = try #require(daemon.lines(containing: "spy hunt found peers").first, "\(daemon.process.log)")
         #expect((Self.metadata("peers", in: hunt) ?? 0) >= 1, "\(hunt)")
         #expect(fetch.status != 0 && fetch.log.contains("UNAVAILABLE"), "\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
+        try await Task.sleep(for: .seconds(2))
+        for seeder in dht.seeders {
+            let dials = Self.dials(to: seeder, notFrom: dht.seederHosts)
+            #expect(dials.isEmpty, "a hunted seeder on a private address was dialled: \(dials)")
+        }
         daemon.process.stop(grace: .seconds(10))
     }
 
     /// The hunt's main path, as on a large DHT: a node whose ID shares 22 leading bits with the
     /// info-hash (hence with the fake one) passes the direct probe and is the only node asked for
     /// the real hash. Nodes (KRPC, scripts/fake-spy-dht.py) on loopback:
-    ///   127.0.0.4  spy: values for any hash           (bootstrap)
-    ///   127.0.0.11 honest, far from the hash, knows the seeder, names 127.0.0.13 as closer (bootstrap)
-    ///   127.0.0.13 honest, ID 22 bits from the hash, knows the seeder
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    ///   spy    values for any hash                                          (bootstrap)
+    ///   far    honest, far from the hash, knows the seeder, names close as closer (bootstrap)
+    ///   close  honest, ID 22 bits from the hash, knows the seeder
+    /// each on a loopback address of the test's own.
+    @Test(.privateNetwork)
     func daemonAsksOnlyProbedCloseNodesForTheRealHash() async throws {
         let dir = try TemporaryDirectory("spy-daemon-close")
         let fixture = try TorrentFixture(in: dir.url, name: "close.bin", size: 400_000, pieceKiB: 32, seed: 1313)
         let realHash = Hex.decode(fixture.infoHash)!
-        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
+        let (seederHost, spyHost, farHost, closeHost) = (Loopback.address(), Loopback.address(), Loopback.address(), Loopback.address())
+        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: seederHost, directory: dir.url)
         defer { seeder.stop() }
         let script = TorrentFixture.scriptsDirectory.appendingPathComponent("fake-spy-dht.py").path
         func node(_ host: String, _ args: [String]) async throws -> (ChildProcess, UInt16) {
@@ -203,21 +238,21 @@ import Testing
             return (p, port)
         }
         // Value lists lose their head ("spies position themselves first"): 127.0.0.99 goes, the seeder stays.
-        let knows = "\(fixture.infoHash)=127.0.0.99:6881,127.0.0.3:\(seeder.port)"
+        let knows = "\(fixture.infoHash)=127.0.0.99:6881,\(seederHost):\(seeder.port)"
         let closeID = nodeID(near: realHash, sharing: 22)
-        let (close, closePort) = try await node("127.0.0.13", ["--mode", "honest", "--id", Hex.encode(closeID), "--has", knows])
+        let (close, closePort) = try await node(closeHost, ["--mode", "honest", "--id", Hex.encode(closeID), "--has", knows])
         defer { close.stop() }
         let farID = realHash.map { ~$0 }
-        let (far, farPort) = try await node("127.0.0.11", ["--mode", "honest", "--id", Hex.encode(farID), "--has", knows,
-                                                           "--nodes", "\(Hex.encode(closeID))@127.0.0.13:\(closePort)"])
+        let (far, farPort) = try await node(farHost, ["--mode", "honest", "--id", Hex.encode(farID), "--has", knows,
+                                                           "--nodes", "\(Hex.encode(closeID))@\(closeHost):\(closePort)"])
         defer { far.stop() }
-        let (spy, spyPort) = try await node("127.0.0.4", ["--values", "127.0.0.66:6881"])
+        let (spy, spyPort) = try await node(spyHost, ["--values", "127.0.0.66:6881"])
         defer { spy.stop() }
 
         let daemon = try await Daemon.start(dir, """
             [blocklists]
             hunt = true
-            hunt_bootstrap_nodes = ["127.0.0.4:\(spyPort)", "127.0.0.11:\(farPort)"]
+            hunt_bootstrap_nodes = ["\(spyHost):\(spyPort)", "\(farHost):\(farPort)"]
             """)
         defer { daemon.process.stop() }
         let out = dir.url.appendingPathComponent("fetched.bin")
@@ -234,49 +269,52 @@ import Testing
         #expect(!far.log.contains(fixture.infoHash), "\(far.log)")
         #expect(!spy.log.contains(fixture.infoHash), "\(spy.log)")
         #expect(spy.log.contains("get_peers \(fixture.infoHash.prefix(8))"), "\(spy.log)")
-        let check = try CLI.run(["blocklist", "check", "127.0.0.4", "--db", daemon.database])
+        let check = try CLI.run(["blocklist", "check", spyHost, "--db", daemon.database])
         #expect(check.out.contains("values-for-fake-infohash"), "\(check.out)\(check.err)")
         daemon.process.stop(grace: .seconds(10))
     }
 
     /// A hunt whose only bootstrap node never answers times out; the query keeps the magnet's x.pe
     /// peer and the fetch completes. The data queries that follow do not pay the timeout again.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func daemonFetchProceedsWhenTheSpyHuntTimesOut() async throws {
         let dir = try TemporaryDirectory("spy-daemon-timeout")
         let fixture = try TorrentFixture(in: dir.url, name: "fallback.bin", size: 300_000, pieceKiB: 32, seed: 77)
-        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
+        let (seederHost, silentHost) = (Loopback.address(), Loopback.address())
+        let seeder = try await Seeder.start(.libtorrent, seeding: fixture, host: seederHost, directory: dir.url)
         defer { seeder.stop() }
         // A UDP socket that takes every datagram and answers none.
-        let silentPort = freePort(host: "127.0.0.12")
+        let silentPort = freePort(host: silentHost)
         let silent = try ChildProcess(python3, ["-c", """
             import signal, socket, sys, time
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.12", int(sys.argv[1])))
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[2], int(sys.argv[1])))
             print("listening", flush=True)
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 s.settimeout(1)
                 try: s.recvfrom(65536)
                 except socket.timeout: pass
-            """, String(silentPort)], directory: dir.url.appendingPathComponent("silent"), name: "silent-dht")
+            """, String(silentPort), silentHost], directory: dir.url.appendingPathComponent("silent"), name: "silent-dht")
         defer { silent.stop() }
         try await silent.waitForLog(containing: "listening", timeout: .seconds(20))
 
         let daemon = try await Daemon.start(dir, """
             [blocklists]
             hunt = true
-            hunt_bootstrap_nodes = ["127.0.0.12:\(silentPort)"]
+            hunt_bootstrap_nodes = ["\(silentHost):\(silentPort)"]
             hunt_timeout_seconds = 1
             """)
         defer { daemon.process.stop() }
-        let magnet = "magnet:?xt=urn:btih:\(fixture.infoHash)&dn=fallback.bin&x.pe=127.0.0.3:\(seeder.port)"
+        let magnet = "magnet:?xt=urn:btih:\(fixture.infoHash)&dn=fallback.bin&x.pe=\(seederHost):\(seeder.port)"
         let out = dir.url.appendingPathComponent("fetched.bin")
         let started = ContinuousClock.now
         let fetch = try await daemon.fetch(magnet, to: out)
         let took = ContinuousClock.now - started
         #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("fallback.bin")))
+        let onDisk = try daemon.filesHolding(fixture.contentDirectory.appendingPathComponent("fallback.bin"))
+        #expect(onDisk.isEmpty, "relayed content in the daemon's directories: \(onDisk)")
         #expect(daemon.lines(containing: "spy hunt timed out").count == 1, "\(daemon.process.log)")
         #expect(daemon.lines(containing: "spy hunt found peers").isEmpty)
         // The timeout bounds the wait: 1 s of hunting, not the 2 s a silent node's query takes per round.
@@ -287,21 +325,22 @@ import Testing
     /// A peer serving pieces that fail their hash check is banned by libtorrent, and the daemon's
     /// wiring (engine peer events → BlocklistService) records it as a spy with the reason. A second
     /// fetch naming the liar and an honest seeder then completes byte-exact: the liar is refused.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func daemonRecordsAPeerSendingBadPiecesAsSpy() async throws {
         let dir = try TemporaryDirectory("spy-daemon-badpiece")
         let fixture = try TorrentFixture(in: dir.url, name: "tainted.bin", size: 1_000_000, pieceKiB: 32, seed: 99)
-        // The liar gets its own copy of the content (it rewrites its files) on 127.0.0.7.
+        // The liar gets its own copy of the content (it rewrites its files) and its own address.
+        let (liarHost, honestHost) = (Loopback.address(), Loopback.address())
         let liarContent = dir.url.appendingPathComponent("liar-content")
         try FileManager.default.copyItem(at: fixture.contentDirectory, to: liarContent)
-        let liarPort = freePort(host: "127.0.0.7")
+        let liarPort = freePort(host: liarHost)
         let liar = try ChildProcess(TorrentFixture.python, [
             TorrentFixture.peerScript, "seed", fixture.torrentURL.path, liarContent.path,
-            "--host", "127.0.0.7", "--port", String(liarPort), "--corrupt",
+            "--host", liarHost, "--port", String(liarPort), "--corrupt",
         ], directory: dir.url.appendingPathComponent("liar"), name: "corrupt-seeder")
         defer { liar.stop() }
         try await liar.waitForLog(containing: "LISTENING", timeout: .seconds(60))
-        let honest = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.3", directory: dir.url)
+        let honest = try await Seeder.start(.libtorrent, seeding: fixture, host: honestHost, directory: dir.url)
         defer { honest.stop() }
 
         let daemon = try await Daemon.start(dir, "[blocklists]\nhunt = false\n")
@@ -309,19 +348,19 @@ import Testing
         let base = "magnet:?xt=urn:btih:\(fixture.infoHash)&dn=tainted.bin"
 
         // The liar alone: its metadata is sound, every piece it sends fails the hash check.
-        let doomed = try daemon.startFetch(base + "&x.pe=127.0.0.7:\(liarPort)", to: dir.url.appendingPathComponent("doomed.bin"))
+        let doomed = try daemon.startFetch(base + "&x.pe=\(liarHost):\(liarPort)", to: dir.url.appendingPathComponent("doomed.bin"))
         defer { doomed.stop() }
         try await daemon.process.waitForLog(containing: "reason=hash-failures", timeout: .seconds(60))
         doomed.stop()
-        let check = try CLI.run(["blocklist", "check", "127.0.0.7", "--db", daemon.database])
+        let check = try CLI.run(["blocklist", "check", liarHost, "--db", daemon.database])
         #expect(check.status == 0 && check.out.contains("hash-failures"), "\(check.out)\(check.err)")
 
         // The liar and an honest seeder: the ip_filter refuses the liar, the honest one serves.
         let out = dir.url.appendingPathComponent("fetched.bin")
-        let fetch = try await daemon.fetch(base + "&x.pe=127.0.0.7:\(liarPort)&x.pe=127.0.0.3:\(honest.port)", to: out)
+        let fetch = try await daemon.fetch(base + "&x.pe=\(liarHost):\(liarPort)&x.pe=\(honestHost):\(honest.port)", to: out)
         #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("tainted.bin")))
-        let good = try CLI.run(["blocklist", "check", "127.0.0.3", "--db", daemon.database])
+        let good = try CLI.run(["blocklist", "check", honestHost, "--db", daemon.database])
         #expect(good.status == 1 && good.out.contains("not blocked"), "the honest seeder was convicted: \(good.out)")
         daemon.process.stop(grace: .seconds(10))
     }

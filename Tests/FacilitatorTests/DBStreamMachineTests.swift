@@ -51,32 +51,44 @@ import Testing
     }
 
     /// A whole answer through the machine verifies with the requester's ChunkVerifier, and the DB
-    /// window holds the machine at 1000 messages until a DB_SENDME arrives.
+    /// window holds the machine at 1000 messages until a DB_SENDME arrives: an answer of 1601
+    /// chunks goes out as 1000, then 500 more per DB_SENDME, and ends only with the last.
     @Test func dataAnswerVerifiesAndRespectsTheDBWindow() throws {
-        let size = 700 * 486 + 100  // 701 chunks → 6 blocks; > 1000 messages? no: use 2 queries' worth below
+        let size = 1600 * 486 + 100  // 1601 chunks: more than the window and one DB_SENDME allow
         let file = testBytes(size, seed: 3)
-        let q = query(count: 701)
+        let q = query(count: 1601)
         var m = DBStreamMachine(query: q, signingKey: key, maxBufferedMessages: 2000)
         _ = m.start()
         let read = m.contentOpened(size: UInt64(size), mimeType: "application/octet-stream")
         #expect(read == [.readContent(0..<UInt64(size))])
         var verifier = try ChunkVerifier(fileInfo: FileInfo(size: UInt64(size), mimeType: "application/octet-stream", publicKey: key.publicKey), query: q)
-        var out: [UInt8] = []
-        var all: [DBStreamMachine.Action] = []
+        var first: [DBStreamMachine.Action] = []
         var offset = 0
         while offset < size {
             let n = min(10_000, size - offset)
-            all += m.contentData(ByteBuffer(bytes: file[offset..<offset + n]))
+            first += m.contentData(ByteBuffer(bytes: file[offset..<offset + n]))
             offset += n
         }
-        all += m.contentEnded()
-        for d in dataMessages(all) {
+        first += m.contentEnded()
+        // The whole answer is in the machine; the window let exactly 1000 out and nothing ends yet.
+        #expect(dataMessages(first).count == DBFlowControl.initialWindow)
+        #expect(m.sentData == DBFlowControl.initialWindow && m.bufferedMessages == 601)
+        #expect(!sent(first).contains(.end(DBEnd(reason: .finished))) && !first.contains(.finished(.finished, byRequester: false)))
+
+        let second = m.received(PeersmRelayCommand.dbSendme.rawValue, body: ByteBuffer())
+        #expect(dataMessages(second).count == DBFlowControl.increment)
+        #expect(!sent(second).contains(.end(DBEnd(reason: .finished))))
+        let third = m.received(PeersmRelayCommand.dbSendme.rawValue, body: ByteBuffer())
+        #expect(dataMessages(third).count == 101)
+        #expect(sent(third).last == .end(DBEnd(reason: .finished)))
+        #expect(third.last == .finished(.finished, byRequester: false))
+
+        var out: [UInt8] = []
+        for d in dataMessages(first + second + third) {
             if let block = try verifier.receive(d) { out += Array(block.bytes.readableBytesView) }
         }
         try verifier.finish()
         #expect(out == file)
-        #expect(sent(all).last == .end(DBEnd(reason: .finished)))
-        #expect(all.last == .finished(.finished, byRequester: false))
     }
 
     @Test func windowStopsAtOneThousandAndSendmeReopensIt() throws {

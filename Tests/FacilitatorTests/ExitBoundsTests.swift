@@ -124,7 +124,7 @@ import TorCrypto
 
     /// DB_* messages count against no window and the ORPort always reads: a flood toward a busy
     /// service is capped per circuit, and the flooding circuit is destroyed (RESOURCELIMIT).
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func aFloodOfDBMessagesIsCappedAndTheCircuitDestroyed() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bridge = FacilitatorRelayBridge(maximumPendingPerCircuit: 16)

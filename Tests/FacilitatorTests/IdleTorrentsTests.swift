@@ -13,7 +13,54 @@ import Testing
         var list: [UInt64] { lock.withLock { ids } }
     }
 
-    func settle() async throws { try await Task.sleep(for: .milliseconds(50)) }
+    /// A clock that moves only when the test says (`advance`), so CPU load cannot fire a linger early
+    /// or late.
+    final class ManualClock: Clock, @unchecked Sendable {
+        // @unchecked: all state is guarded by `lock`.
+        struct Instant: InstantProtocol {
+            var offset: Duration
+            func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
+            func duration(to other: Instant) -> Duration { other.offset - offset }
+            static func < (a: Instant, b: Instant) -> Bool { a.offset < b.offset }
+        }
+        private let lock = NSLock()
+        private var current = Instant(offset: .zero)
+        private var sleepers: [(deadline: Instant, wake: CheckedContinuation<Void, Never>)] = []
+
+        var now: Instant { lock.withLock { current } }
+        var minimumResolution: Duration { .nanoseconds(1) }
+        var sleeping: Int { lock.withLock { sleepers.count } }
+
+        func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+            await withCheckedContinuation { wake in
+                let due = lock.withLock {
+                    if deadline <= current { return true }
+                    sleepers.append((deadline, wake))
+                    return false
+                }
+                if due { wake.resume() }
+            }
+        }
+
+        /// Moves time on and wakes every sleeper whose deadline has come, before returning.
+        func advance(by duration: Duration) {
+            let due = lock.withLock {
+                current = current.advanced(by: duration)
+                let now = current
+                let due = sleepers.filter { $0.deadline <= now }
+                sleepers.removeAll { $0.deadline <= now }
+                return due
+            }
+            for sleeper in due { sleeper.wake.resume() }
+        }
+    }
+
+    /// Evictions and expiries release on a task of their own: wait for what the test expects (no
+    /// fixed sleep, which a loaded machine can outlast).
+    func settle(_ done: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !done() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+    }
 
     @Test func oneHoldPerNameAndRepeatedInfoQueriesOnlyExtendIt() async throws {
         let closed = Closed()
@@ -22,7 +69,7 @@ import Testing
         #expect(idle.refreshHold("a", for: .seconds(60)))
         #expect(!idle.refreshHold("b", for: .seconds(60)))
         idle.putHold("a", TorrentID(raw: 2), for: .seconds(60))  // a racing second hold replaces the first
-        try await settle()
+        try await settle { closed.list.count >= 1 }
         #expect(idle.count == 1)
         #expect(closed.list == [1])
         #expect(idle.takeHold("a") == TorrentID(raw: 2))
@@ -33,7 +80,7 @@ import Testing
         let closed = Closed()
         let idle = IdleTorrents(capacity: 4) { closed.add($0) }
         for i in 1...16 { idle.putHold("name\(i)", TorrentID(raw: UInt64(i)), for: .seconds(60)) }
-        try await settle()
+        try await settle { closed.list.count >= 12 }
         #expect(idle.count == 4)
         #expect(closed.list.sorted() == Array(1...12))
         // The newest four are still there.
@@ -52,7 +99,7 @@ import Testing
         #expect(parked.position == 200)
         idle.park("c", reader(at: 0), for: .seconds(60))
         idle.park("d", reader(at: 0), for: .seconds(60))  // the cap: the hold of "a", the oldest, goes
-        try await settle()
+        try await settle { closed.list.count >= 1 }
         #expect(idle.count == 2)
         #expect(closed.list == [1])
         #expect(idle.takeHold("a") == nil)
@@ -60,15 +107,23 @@ import Testing
 
     @Test func evictOldestFreesRoomForALiveQueryAndEntriesExpire() async throws {
         let closed = Closed()
-        let idle = IdleTorrents(capacity: 8) { closed.add($0) }
+        let clock = ManualClock()
+        let idle = IdleTorrents(capacity: 8, clock: clock) { closed.add($0) }
         idle.putHold("a", TorrentID(raw: 1), for: .seconds(60))
         idle.putHold("b", TorrentID(raw: 2), for: .milliseconds(20))
         #expect(await idle.evictOldest())
         #expect(closed.list == [1])
-        try await Task.sleep(for: .milliseconds(200))
+        try await settle { clock.sleeping == 2 }   // both lingers are timing
+        clock.advance(by: .milliseconds(19))
+        #expect(clock.sleeping == 2 && idle.count == 1, "nothing expires before its linger")
+        clock.advance(by: .milliseconds(1))
+        try await settle { idle.count == 0 && closed.list.count == 2 }
         #expect(idle.count == 0)
         #expect(closed.list == [1, 2])
         #expect(await idle.evictOldest() == false)
+        clock.advance(by: .seconds(60))   // the evicted hold's linger ends too, releasing nothing more
+        try await settle { clock.sleeping == 0 }
+        #expect(closed.list == [1, 2])
     }
 
     private func reader(at position: UInt64) -> RangeReader {

@@ -17,6 +17,9 @@ import TorrentEngine
         let engine: TorrentEngine
         let rig: LoopbackRig
 
+        /// Everything the engine (the facilitator's only writer) keeps on disk.
+        var engineDirectory: URL { scratch.url.appendingPathComponent("engine") }
+
         init(_ kind: Seeder.Kind, size: Int, resolveTimeout: Duration = .seconds(30)) async throws {
             scratch = try TemporaryDirectory("peersm-facilitator")
             fixture = try TorrentFixture(in: scratch.url, name: "payload.bin", size: size, pieceKiB: 64)
@@ -37,12 +40,15 @@ import TorrentEngine
         }
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [Seeder.Kind.aria2, .libtorrent])
+    /// Byte-exact, and the relayed content never touched the facilitator's disk: no file in the
+    /// engine's data directory holds any of it, while the torrent is open or after shutdown.
+    @Test(.privateNetwork, arguments: [Seeder.Kind.aria2, .libtorrent])
     func thirdPartySeederToRequesterByteExact(_ kind: Seeder.Kind) async throws {
         let setup = try await Setup(kind, size: 5 * 1024 * 1024 + 777)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
         let words = WordLog()
         let result: FetchResult
+        let content = try setup.fixture.contents(ofFile: 0)
         do {
             result = try await setup.rig.requester().fetch(try setup.magnet, to: out) { p in
                 if case .facilitator(let w) = p.stage { words.add(w) }
@@ -51,14 +57,17 @@ import TorrentEngine
             await setup.stop()
             throw error
         }
+        let whileOpen = filesHoldingContent(content, under: [setup.engineDirectory])
         await setup.stop()
-        #expect(try Data(contentsOf: out) == (try setup.fixture.contents(ofFile: 0)))
+        #expect(whileOpen.isEmpty, "relayed content on the facilitator's disk: \(whileOpen)")
+        #expect(filesHoldingContent(content, under: [setup.engineDirectory]).isEmpty)
+        #expect(try Data(contentsOf: out) == content)
         #expect(result.fileInfo.size == UInt64(5 * 1024 * 1024 + 777))
         #expect(words.words.contains("torrent"))
         #expect(words.words.contains("start"))
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func circuitKilledMidTransferResumesByteExact() async throws {
         let setup = try await Setup(.aria2, size: 8 * 1024 * 1024)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
@@ -84,7 +93,7 @@ import TorrentEngine
     /// Consecutive data queries continue the engine stream of the one before (parked when its range
     /// was read) instead of adding the torrent again: only the info query and the first data query
     /// resolve the torrent, so the progress words `torrent` and `start` come twice, not once per query.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func consecutiveQueriesContinueOneEngineStream() async throws {
         let setup = try await Setup(.aria2, size: 6 * 1024 * 1024 + 1234)
         let out = setup.scratch.url.appendingPathComponent("fetched.bin")
@@ -106,7 +115,7 @@ import TorrentEngine
         #expect(words.words.filter { $0 == "start" }.count == 2, "\(words.words)")
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func unknownInfohashIsUnavailableWithinTheConfiguredTimeout() async throws {
         let setup = try await Setup(.aria2, size: 100_000, resolveTimeout: .seconds(2))
         // An infohash nobody seeds; the seeder is offered as a peer but does not have it.
@@ -124,7 +133,7 @@ import TorrentEngine
         #expect(elapsed >= 2 && elapsed < 5, "answered after \(elapsed) s")
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func badMagnetIsBadRequestAtOnce() async throws {
         let setup = try await Setup(.aria2, size: 1000)
         let started = ContinuousClock.now
@@ -145,7 +154,7 @@ import TorrentEngine
 /// make a live query BUSY. An engine with room for one torrent: the second name's query evicts the
 /// first name's hold instead of being refused.
 @Suite(.serialized) struct IdleHoldSeederTests {
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func anIdleInfoHoldNeverMakesALiveQueryBusy() async throws {
         let scratch = try TemporaryDirectory("peersm-idle-holds")
         var fixtures: [TorrentFixture] = []
@@ -175,6 +184,22 @@ import TorrentEngine
         let infos = try outcome.get()
         #expect(infos.map(\.size) == [100_000, 100_001])
     }
+}
+
+/// The disk check itself finds content where it is, in part or whole, at any depth.
+@Test func contentOnDiskCheckFindsAnyWrittenPiece() throws {
+    let scratch = try TemporaryDirectory("content-on-disk")
+    let content = Data(testBytes(300_000, seed: 8))
+    let nested = scratch.url.appendingPathComponent("a/.b")
+    try FileManager.default.createDirectory(at: nested, withIntermediateDirectories: true)
+    try Data(testBytes(100_000, seed: 9)).write(to: nested.appendingPathComponent("other.bin"))
+    #expect(filesHoldingContent(content, under: [scratch.url]).isEmpty)
+    let piece = nested.appendingPathComponent(".piece")
+    try (Data("header".utf8) + content.subdata(in: 200_000..<232_768)).write(to: piece)
+    #expect(filesHoldingContent(content, under: [scratch.url]) == [piece.path])
+    let tail = scratch.url.appendingPathComponent("tail")
+    try content.suffix(100).write(to: tail)
+    #expect(filesHoldingContent(content, under: [scratch.url, scratch.url.appendingPathComponent("missing")]).count == 2)
 }
 
 final class WordLog: @unchecked Sendable {

@@ -18,7 +18,7 @@ struct RealTorCircuitTests {
     static let size = 4 << 20
 
     @Test("RealTor (1): our client → tor → tor → tor exit → sink, 4 MiB byte-exact",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(3)))
+          .privateNetwork, .timeLimit(.minutes(3)))
     func ourClientThroughRealTor() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 0)
         defer { env.stop() }
@@ -29,7 +29,7 @@ struct RealTorCircuitTests {
     }
 
     @Test("RealTor (2): our client → tor → our relay → our exit → sink (tor extends to us), byte-exact",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(3)))
+          .privateNetwork, .timeLimit(.minutes(3)))
     func realTorExtendsToOurRelay() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 2)
         defer { env.stop() }
@@ -45,7 +45,7 @@ struct RealTorCircuitTests {
     }
 
     @Test("RealTor (3): our client → our relay → our relay → tor exit → sink (we extend to tor), byte-exact",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(3)))
+          .privateNetwork, .timeLimit(.minutes(3)))
     func ourRelayExtendsToRealTor() async throws {
         let env = try await RealTorEnvironment.start(ourRelays: 2)
         defer { env.stop() }
@@ -63,8 +63,8 @@ struct RealTorCircuitTests {
     /// `scripts/bench-onion`: the same client and sink over a 3-hop circuit of our relays and over
     /// a 3-hop circuit of C tor relays; prints MB/s for each and the ratio.
     @Test("RealTor benchmark: our 3 relays vs 3 tor relays",
-          .enabled(if: PrivateNetwork.isPrivate && ProcessInfo.processInfo.environment["PEERSM_BENCH_ONION"] != nil,
-                   "set PEERSM_BENCH_ONION=<bytes> (scripts/bench-onion)"),
+          .enabled(if: ProcessInfo.processInfo.environment["PEERSM_BENCH_ONION"] != nil,
+                   "set PEERSM_BENCH_ONION=<bytes> (scripts/bench-onion)"), .privateNetwork,
           .timeLimit(.minutes(10)))
     func benchmark() async throws {
         let bytes = Int(ProcessInfo.processInfo.environment["PEERSM_BENCH_ONION"] ?? "") ?? (64 << 20)

@@ -20,7 +20,7 @@ import TorrentEngine
 @Suite("RealTor facilitator", .serialized)
 struct RealTorFacilitatorTests {
     @Test("RealTor facilitator: aria2c → our facilitator ← tor middle ← our guard ← requester, magnet, byte-exact",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(3)))
+          .privateNetwork, .timeLimit(.minutes(3)))
     func magnetFetchThroughTorMiddle() async throws {
         let size = 6 * 1024 * 1024 + 333
         let env = try await RealTorFacilitatorEnvironment.start(size: size, seed: 0x7031)
@@ -68,7 +68,7 @@ struct RealTorFacilitatorTests {
     }
 
     @Test("RealTor facilitator: by bare infohash; tor middle killed mid-transfer, requester resumes through another tor middle, byte-exact",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(3)))
+          .privateNetwork, .timeLimit(.minutes(3)))
     func torMiddleKilledMidTransferResumes() async throws {
         let size = 10 * 1024 * 1024 + 77
         // A bare infohash names no peer: the facilitator is configured with the seeder as a known peer.

@@ -9,7 +9,7 @@ import TestSupport
 @Suite("RealTor network harness", .serialized)
 struct RealTorNetworkTests {
     @Test("RealTor: 4 MiB through a real tor client and 3 relays, byte-exact; keys match the authorities",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(5)))
+          .privateNetwork, .timeLimit(.minutes(5)))
     func realTorFetchAndPublishedKeys() async throws {
         let scratch = try TemporaryDirectory("realtor")
         let net = try await TorTestNetwork.start(authorities: 3, relays: 2, exits: 1, client: true)
@@ -59,7 +59,7 @@ struct RealTorNetworkTests {
     }
 
     @Test("RealTor: relays without authorities start in seconds and serve descriptors matching network.json",
-          .enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(2)))
+          .privateNetwork, .timeLimit(.minutes(2)))
     func realTorRelaysWithoutAuthorities() async throws {
         let scratch = try TemporaryDirectory("realtor-noauth")
         let net = try await TorTestNetwork.start(authorities: 0, relays: 1, exits: 1, client: false)

@@ -71,7 +71,7 @@ import TorCrypto
     }
 
     /// Our client verifies a real relay's CERTS (RSA + Ed25519 identities from its key files).
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func ourClientToTorRelay() async throws {
         let dir = try TemporaryDirectory("link-tor-relay")
         let (tor, port, identity) = try await Self.startTorRelay(in: dir)
@@ -91,7 +91,7 @@ import TorCrypto
 
     /// Our relay initiator authenticates (CERTS 2/7/4/6, AUTHENTICATE type 3 over the real TLS exporter)
     /// and C tor records our RSA identity for the connection.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func ourRelayInitiatorAuthenticatesToTorRelay() async throws {
         let dir = try TemporaryDirectory("link-tor-relay")
         let (tor, port, identity) = try await Self.startTorRelay(in: dir)
@@ -116,7 +116,7 @@ import TorCrypto
 
     /// A C tor client uses our responder as its bridge: it checks our CERTS against the bridge
     /// fingerprint, completes the handshake, and starts a circuit (the first cell we receive).
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torClientToOurResponder() async throws {
         let keys = try LinkHandlerTests.relay.get()
         let server = try await LinkTestServer(keys: keys)
@@ -152,7 +152,7 @@ extension LinkTorInteropTests {
     /// channel: a client may not open a stream at the first hop (END TORPROTOCOL, "Attempt by ... to open
     /// a stream on first hop of circuit"); an authenticated relay is known by its identities and refused
     /// because it is not in the consensus (END MISC, "... RSA_ID=<ours> to open a stream from unknown relay").
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), arguments: [false, true])
+    @Test(.privateNetwork, arguments: [false, true])
     func ntorCircuitAndBeginThroughOurLink(asRelay: Bool) async throws {
         let dir = try TemporaryDirectory("link-tor-circuit")
         let (tor, port, identity) = try await Self.startTorRelay(in: dir)
@@ -184,7 +184,7 @@ extension LinkTorInteropTests {
     /// C tor as the middle: our client builds a two-hop ntor circuit through a C tor relay to our relay.
     /// The C tor relay opens a channel to our responder as an authenticating relay (CERTS 2/7/4/6 and
     /// AUTHENTICATE, verified here), sends CREATE2, and our `OnionRelay` answers; the circuit opens.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torRelayExtendsToOurResponder() async throws {
         let ours = try LinkHandlerTests.relay.get()
         let server = try await LinkTestServer(keys: ours, relay: true)

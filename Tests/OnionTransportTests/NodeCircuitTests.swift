@@ -194,6 +194,8 @@ import TorCrypto
     /// A client that stops reading stops the exit: its inbox pauses the stream (SENDMEs withheld), the
     /// exit's window runs out, its queue fills and it stops reading the destination socket, so the
     /// server cannot push more than a few MiB of socket buffers and windows. Then everything arrives.
+    /// Shown by the server's writes stopping (a stall, however slow the machine) below that bound
+    /// with bytes waiting for window at the exit; without backpressure they would run to the end.
     @Test func slowReaderBackpressuresTheExitServer() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 4)
         let relays = try await OurRelays.start(group: group)
@@ -206,9 +208,10 @@ import TorCrypto
             let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
-            try await Task.sleep(for: .seconds(3))
-            let stalled = server.sentBytes.withLockedValue { $0 }
-            print("slow reader: the server had written \(stalled) bytes after 3 s without reads")
+            let stalled = try await stall(of: { server.sentBytes.withLockedValue { $0 } }, before: size)
+            let queued = try await relays.exit.queuedBytesByCircuit().values.reduce(0, +)
+            print("slow reader: the server \(stalled.map { "stalled at \($0) bytes" } ?? "never stalled"); \(queued) queued at the exit")
+            #expect(queued > 0, "the exit holds nothing for window: the stream window did not run out")
             var check = PatternStream(seed: 9)
             var received = 0
             var mismatch: Int?
@@ -220,7 +223,8 @@ import TorCrypto
             return (stalled, received, mismatch)
         }
         // Unread: ~1 MiB inbox + 500-cell stream window + 128 KiB exit queue + loopback socket buffers.
-        #expect(stalled < 10 << 20, "server pushed \(stalled) bytes at a reader that was not reading")
+        let at = try #require(stalled, "the server never stopped writing to a reader that was not reading")
+        #expect(at < 10 << 20, "server pushed \(at) bytes at a reader that was not reading")
         #expect(received == size)
         #expect(mismatch == nil)
         await server.close()
@@ -228,8 +232,9 @@ import TorCrypto
     }
 
     /// A destination that does not read stops the client: the exit's socket stops being writable, the
-    /// exit withholds stream SENDMEs, the client's stream window runs out and its writes wait. Once the
-    /// destination reads, every byte arrives in order.
+    /// exit withholds stream SENDMEs, the client's stream window runs out and its writes wait (they
+    /// stall, below the bound, however slow the machine; without backpressure they would run to the
+    /// end). Once the destination reads, every byte arrives in order.
     @Test func slowDestinationBackpressuresTheClientWriter() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 4)
         let relays = try await OurRelays.start(group: group)
@@ -237,7 +242,7 @@ import TorCrypto
         defer { Task { try? await group.shutdownGracefully(); try? await serverGroup.shutdownGracefully() } }
         let size = 24 << 20
         let server = try await PatternServer.start(
-            group: serverGroup, sendCount: 0, sendSeed: 0, receiveCount: size, receiveSeed: 13, readDelay: .seconds(4))
+            group: serverGroup, sendCount: 0, sendSeed: 0, receiveCount: size, receiveSeed: 13, holdReads: true)
         let written = NIOLockedValueBox(0)
 
         let stalled = try await withDeadline(180, "slow destination") {
@@ -254,17 +259,18 @@ import TorCrypto
                     left -= n
                 }
             }
-            try await Task.sleep(for: .seconds(3))
-            let stalled = written.withLockedValue { $0 }
+            let stalled = try await stall(of: { written.withLockedValue { $0 } }, before: size)
+            server.startReading()
             try await writer.value
             // The server closes once it has every byte; the exit then ENDs the stream.
             for try await _ in stream {}
             await client.close()
             return stalled
         }
-        print("slow destination: the client had written \(stalled) bytes after 3 s")
+        print("slow destination: the client \(stalled.map { "stalled at \($0) bytes" } ?? "never stalled")")
         // Unread: loopback socket buffers + exit's 500-cell stream window + the client's 256 KiB queue.
-        #expect(stalled < 8 << 20, "client wrote \(stalled) bytes toward a destination that was not reading")
+        let at = try #require(stalled, "the client never stopped writing toward a destination that was not reading")
+        #expect(at < 8 << 20, "client wrote \(at) bytes toward a destination that was not reading")
         #expect(server.results == [PatternServer.Outcome(received: size, mismatchAt: nil)])
         await server.close()
         await relays.shutdown()
@@ -406,4 +412,22 @@ final class EchoApplication: OnionRelayApplication, @unchecked Sendable {
             Issue.record("sending the answer failed: \(error)")
         }
     }
+}
+
+/// Samples `value` until it has not moved for `quiet`: where a producer under backpressure stops.
+/// Nil if it was still moving at `timeout` (or had reached `done`, which is no stall).
+private func stall(of value: () -> Int, before done: Int, quiet: Duration = .milliseconds(1500),
+                           timeout: Duration = .seconds(90)) async throws -> Int? {
+    let deadline = ContinuousClock.now + timeout
+    var last = value(), since = ContinuousClock.now
+    while ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(100))
+        let now = value()
+        if now != last {
+            (last, since) = (now, ContinuousClock.now)
+        } else if ContinuousClock.now - since >= quiet {
+            return now < done ? now : nil
+        }
+    }
+    return nil
 }

@@ -68,19 +68,20 @@ final class PatternServer: @unchecked Sendable {
     /// this shows whether the reader applies backpressure).
     let sentBytes: NIOLockedValueBox<Int>
 
-    /// - Parameter readDelay: do not read from a connection for this long (a slow destination).
+    /// - Parameter holdReads: read from no connection until `startReading()` (a slow destination).
     static func start(group: EventLoopGroup, sendCount: Int, sendSeed: UInt64, receiveCount: Int, receiveSeed: UInt64,
-                      readDelay: TimeAmount? = nil) async throws -> PatternServer {
+                      holdReads: Bool = false) async throws -> PatternServer {
         let outcomes = NIOLockedValueBox<[Outcome]>([])
         let sent = NIOLockedValueBox(0)
+        let held = NIOLockedValueBox<(reading: Bool, channels: [Channel])>((!holdReads, []))
         let channel = try await ServerBootstrap(group: group)
-            .childChannelOption(ChannelOptions.autoRead, value: readDelay == nil)
+            .childChannelOption(ChannelOptions.autoRead, value: !holdReads)
             .childChannelInitializer { channel in
-                if let readDelay {
-                    channel.eventLoop.scheduleTask(in: readDelay) {
-                        channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { channel.read() }
-                    }
+                let startNow = held.withLockedValue { state in
+                    if !state.reading { state.channels.append(channel) }
+                    return state.reading && holdReads   // accepted after startReading()
                 }
+                if startNow { Self.startReading(channel) }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PatternHandler(
                         sendCount: sendCount, sendSeed: sendSeed, receiveCount: receiveCount, receiveSeed: receiveSeed,
@@ -89,13 +90,31 @@ final class PatternServer: @unchecked Sendable {
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        return PatternServer(channel: channel, outcomes: outcomes, sentBytes: sent)
+        return PatternServer(channel: channel, outcomes: outcomes, sentBytes: sent, held: held)
     }
 
-    private init(channel: Channel, outcomes: NIOLockedValueBox<[Outcome]>, sentBytes: NIOLockedValueBox<Int>) {
+    private let held: NIOLockedValueBox<(reading: Bool, channels: [Channel])>
+
+    private init(channel: Channel, outcomes: NIOLockedValueBox<[Outcome]>, sentBytes: NIOLockedValueBox<Int>,
+                 held: NIOLockedValueBox<(reading: Bool, channels: [Channel])>) {
         self.channel = channel
         self.outcomes = outcomes
         self.sentBytes = sentBytes
+        self.held = held
+    }
+
+    /// Ends `holdReads`: every connection, and every later one, reads from now on.
+    func startReading() {
+        let channels = held.withLockedValue { state in
+            state.reading = true
+            defer { state.channels = [] }
+            return state.channels
+        }
+        channels.forEach(Self.startReading)
+    }
+
+    private static func startReading(_ channel: Channel) {
+        channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { channel.read() }
     }
 
     var results: [Outcome] { self.outcomes.withLockedValue { $0 } }

@@ -1,7 +1,8 @@
 import Foundation
 
 /// A third-party BitTorrent peer seeding a fixture on loopback. Every one of them runs with DHT,
-/// LSD, PEX and port forwarding off and binds to the given 127.0.0.x address only.
+/// LSD, PEX and port forwarding off and binds to the given loopback address only
+/// (`Loopback.address()` gives a test one of its own).
 public final class Seeder: @unchecked Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case aria2          // aria2c 1.36, its own BitTorrent implementation
@@ -132,7 +133,7 @@ public final class LocalTracker: @unchecked Sendable {
 
 /// A small DHT on loopback: python3-libtorrent nodes (full nodes, not read-only) that know each
 /// other. With `seeding`, the last node also seeds that fixture and announces itself on the DHT
-/// (ordinary announce_peer), so it is found at `(127.0.0.1, seederPort)`.
+/// (ordinary announce_peer), so it is found at `(nodes.last.host, seederPort)`.
 public final class LocalDHT: @unchecked Sendable {
     public let nodes: [(host: String, port: UInt16)]
     private let processes: [ChildProcess]
@@ -140,12 +141,14 @@ public final class LocalDHT: @unchecked Sendable {
     public var seederPort: UInt16? { seeding ? nodes.last?.port : nil }
     private let seeding: Bool
 
-    public init(count: Int = 3, seeding fixture: TorrentFixture? = nil, directory: URL) async throws {
+    /// All nodes on `host` (by default a loopback address of this DHT's own), on ports of their own.
+    public init(count: Int = 3, seeding fixture: TorrentFixture? = nil, host: String = Loopback.address(),
+                directory: URL) async throws {
         var nodes: [(String, UInt16)] = []
         var processes: [ChildProcess] = []
         for i in 0..<count {
-            let port = freePort()
-            var args = [TorrentFixture.peerScript, "dht-node", "--port", String(port)]
+            let port = freePort(host: host)
+            var args = [TorrentFixture.peerScript, "dht-node", "--host", host, "--port", String(port)]
             for n in nodes { args += ["--node", "\(n.0):\(n.1)"] }
             if i == count - 1, let fixture {
                 args += ["--seed", fixture.torrentURL.path, fixture.contentDirectory.path]
@@ -153,7 +156,7 @@ public final class LocalDHT: @unchecked Sendable {
             let dir = directory.appendingPathComponent("dht-\(i)")
             processes.append(try ChildProcess(TorrentFixture.python, args, directory: dir, name: "dht-node-\(i)"))
             try await processes.last!.waitForLog(containing: "LISTENING", timeout: .seconds(20))
-            nodes.append(("127.0.0.1", port))
+            nodes.append((host, port))
         }
         self.nodes = nodes
         self.processes = processes

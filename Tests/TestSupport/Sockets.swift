@@ -13,8 +13,43 @@ public final class TemporaryDirectory: @unchecked Sendable {
     deinit { try? FileManager.default.removeItem(at: url) }
 }
 
-/// A TCP port on `host` that was free a moment ago (bind to port 0, read it, close).
+/// Loopback addresses of a test's own, so that suites running at once never share one (peers are
+/// counted, blocked and convicted by address). All of 127.0.0.0/8 is loopback on Linux; these come
+/// from 127.<1 + pid % 200>.0.1 on, the process id keeping two test processes in one namespace apart.
+public enum Loopback {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var handedOut: UInt32 = 0   // guarded by `lock`
+    private static let base: UInt32 = (127 << 24) | (UInt32(1 + getpid() % 200) << 16)
+
+    /// A fresh address, never handed out before in this process (skipping .0 and .255 endings).
+    public static func address() -> String {
+        let n: UInt32 = lock.withLock {
+            handedOut += 1
+            return handedOut
+        }
+        let value = base + (n / 254) << 8 + n % 254 + 1
+        return "127.\((value >> 16) & 0xff).\((value >> 8) & 0xff).\(value & 0xff)"
+    }
+
+    /// `count` distinct fresh addresses (e.g. a blocked seeder and an allowed one).
+    public static func addresses(_ count: Int) -> [String] { (0..<count).map { _ in address() } }
+}
+
+/// Ports `freePort` has handed out, so that two tests asking at once never get the same one.
+private let portsLock = NSLock()
+nonisolated(unsafe) private var portsHandedOut: Set<String> = []   // "host:port", guarded by `portsLock`
+
+/// A TCP port on `host` that was free a moment ago (bind to port 0, read it, close) and that this
+/// process has not handed out before.
 public func freePort(host: String = "127.0.0.1") -> UInt16 {
+    while true {
+        let port = unusedPort(host: host)
+        let fresh = portsLock.withLock { portsHandedOut.insert("\(host):\(port)").inserted }
+        if fresh || port == 0 { return port }
+    }
+}
+
+private func unusedPort(host: String) -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()

@@ -5,7 +5,7 @@ import TestSupport
 
 @Suite(.serialized)
 struct TorrentBadInputTests {
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentMalformedNamesAreRefused() async throws {
         let scratch = try TemporaryDirectory("torrent-bad")
         let engine = try makeEngine(scratch.url)
@@ -26,7 +26,7 @@ struct TorrentBadInputTests {
         await engine.shutdown()
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentUnknownInfoHashTimesOut() async throws {
         let scratch = try TemporaryDirectory("torrent-timeout")
         let engine = try makeEngine(scratch.url) { $0.metadataTimeout = .seconds(2) }
@@ -47,7 +47,7 @@ struct TorrentBadInputTests {
         await engine.shutdown()
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentRangePastEndAndRemovalMidStream() async throws {
         let scratch = try TemporaryDirectory("torrent-range")
         let fixture = try TorrentFixture(in: scratch.url, name: "range.bin", size: 4 * 1024 * 1024, pieceKiB: 64, seed: 31)
@@ -111,7 +111,7 @@ struct TorrentBadInputTests {
 struct TorrentBackpressureTests {
     /// A slow consumer holds libtorrent back: downloads never run more than the memory budget
     /// ahead of what was consumed, and the piece store never holds more than the budget.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentSlowConsumerKeepsDownloadWithinMemoryBudget() async throws {
         let scratch = try TemporaryDirectory("torrent-backpressure")
         let fixture = try TorrentFixture(in: scratch.url, name: "slow.bin", size: 2 * 1024 * 1024, pieceKiB: 64, seed: 808)

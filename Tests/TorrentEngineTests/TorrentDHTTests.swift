@@ -8,14 +8,14 @@ struct TorrentDHTTests {
     /// Read-only DHT: direct get_peers queries name the answering nodes (address, id) and the peers
     /// each returned; a magnet with no peer and no tracker is resolved through the DHT; and the DHT
     /// never learns about us (no announce).
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentReadOnlyDHTFindsSeederAndNeverAnnounces() async throws {
         let scratch = try TemporaryDirectory("torrent-dht")
         let fixture = try TorrentFixture(in: scratch.url, name: "dht.bin", size: 700_000, pieceKiB: 32, seed: 5150)
         // Three python3-libtorrent DHT nodes; the last one seeds and announces itself on the DHT.
         let dht = try await LocalDHT(count: 3, seeding: fixture, directory: scratch.url)
         defer { dht.stop() }
-        let seeder = PeerEndpoint(host: "127.0.0.1", port: try #require(dht.seederPort))
+        let seeder = PeerEndpoint(host: try #require(dht.nodes.last).host, port: try #require(dht.seederPort))
         let engine = try makeEngine(scratch.url) {
             $0.dhtEnabled = true
             $0.dhtNodes = dht.nodes.map { "\($0.host):\($0.port)" }

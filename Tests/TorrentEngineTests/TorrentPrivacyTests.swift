@@ -25,7 +25,7 @@ struct TorrentErrorPrivacyTests {
 struct TorrentPrivacyTests {
     /// A real fetch and a metadata timeout: no peer event detail and no error description names
     /// the info-hash or the torrent's name.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func peerEventsAndErrorsDoNotNameTheTorrent() async throws {
         let scratch = try TemporaryDirectory("torrent-privacy")
         let fixture = try TorrentFixture(in: scratch.url, name: "secret-title.bin", size: 200_000, pieceKiB: 32, seed: 78)

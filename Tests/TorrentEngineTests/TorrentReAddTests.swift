@@ -9,7 +9,7 @@ struct TorrentReAddTests {
     /// file) has, for a moment, two in-memory storages of the same hash. Each stream must read and
     /// release its own pieces: with a memory budget smaller than the file, releases that went to
     /// the dying storage would leave the budget full and the stream stalled.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentStreamedAgainRightAfterRemovalReadsItsOwnPieces() async throws {
         let scratch = try TemporaryDirectory("torrent-readd")
         let fixture = try TorrentFixture(in: scratch.url, name: "again.bin", size: 1_500_000, pieceKiB: 32, seed: 81)

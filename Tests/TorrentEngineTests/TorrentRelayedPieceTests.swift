@@ -18,7 +18,7 @@ struct TorrentRelayedPieceTests {
     /// A second stream asking for a piece the first already relayed (and dropped) while the first
     /// still holds the torrent ends with `isPieceAlreadyRelayed`; once the first has ended, the
     /// same range streams again.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func secondStreamOverARelayedPieceGetsTheTypedError() async throws {
         let scratch = try TemporaryDirectory("torrent-relayed")
         let fixture = try TorrentFixture(in: scratch.url, name: "relayed.bin", size: 2_000_000, pieceKiB: 32, seed: 79)

@@ -41,24 +41,24 @@ struct TorrentSeederTests {
         await engine.shutdown()
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentStreamsRangesFromAria2ByMagnet() async throws {
         try await streamRanges(from: .aria2)
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentStreamsRangesFromTransmissionByMagnet() async throws {
         try await streamRanges(from: .transmission)
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentStreamsRangesFromLibtorrentByMagnet() async throws {
         try await streamRanges(from: .libtorrent)
     }
 
     /// A hybrid v1+v2 multi-file torrent (pad files between files, SHA-256 block hashes checked by
     /// the in-memory store) from a libtorrent seeder: each file byte-identical.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentStreamsHybridV2TorrentFiles() async throws {
         let scratch = try TemporaryDirectory("torrent-hybrid")
         let fixture = try TorrentFixture(in: scratch.url, name: "hybrid", files: [
@@ -84,7 +84,7 @@ struct TorrentSeederTests {
 @Suite(.serialized)
 struct TorrentTrackerTests {
     /// One file of a multi-file torrent, peers found through opentracker (aria2c announces there).
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentStreamsOneFileOfMultiFileTorrentViaOpentracker() async throws {
         let scratch = try TemporaryDirectory("torrent-multi")
         // The announce URL is fixed before the tracker runs: the info-hash does not depend on it.
@@ -123,7 +123,7 @@ struct TorrentFreeRiderTests {
     /// A plain libtorrent leecher connected only to us, while we hold the whole file and after the
     /// seeder has left, gets no payload; our upload counters stay at 0. The engine's data
     /// directory holds no content bytes afterwards.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func torrentFreeRiderUploadsNothingAndWritesNothing() async throws {
         let scratch = try TemporaryDirectory("torrent-freerider")
         let fixture = try TorrentFixture(in: scratch.url, name: "freeride.bin", size: 2 * 1024 * 1024 + 777,
@@ -180,19 +180,21 @@ actor EventLog {
 
 @Suite(.serialized)
 struct TorrentIPFilterTests {
-    /// A seeder on 127.0.0.2 inside the IP filter is never connected; the one on 127.0.0.1 serves.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    /// A seeder inside the IP filter (on a loopback address of its own) is never connected; the one
+    /// on 127.0.0.1 serves.
+    @Test(.privateNetwork)
     func torrentBlockedSeederIsNeverConnected() async throws {
         let scratch = try TemporaryDirectory("torrent-ipfilter")
+        let blockedHost = Loopback.address()
         let fixture = try TorrentFixture(in: scratch.url, name: "filtered.bin", size: 1_000_000, pieceKiB: 32, seed: 9)
-        let blocked = try await Seeder.start(.libtorrent, seeding: fixture, host: "127.0.0.2", directory: scratch.url)
+        let blocked = try await Seeder.start(.libtorrent, seeding: fixture, host: blockedHost, directory: scratch.url)
         defer { blocked.stop() }
         let allowed = try await Seeder.start(.aria2, seeding: fixture, directory: scratch.url)
         defer { allowed.stop() }
         let engine = try makeEngine(scratch.url)
         let log = EventLog()
         let collector = Task { for await e in engine.peerEvents { await log.add(e) } }
-        try await engine.replaceIPFilter([IPRange(IPAddress("127.0.0.2")!), try IPRange(parsing: "fd00::-fd00::ffff")])
+        try await engine.replaceIPFilter([IPRange(IPAddress(blockedHost)!), try IPRange(parsing: "fd00::-fd00::ffff")])
         await #expect(throws: TorrentEngineError.self) {
             // Reversed: `IPRange` refuses to build it; libtorrent must refuse it too when handed one.
             try await engine.replaceIPFilter([IPRange(unchecked: IPAddress("10.0.0.9")!, IPAddress("10.0.0.1")!)])
@@ -200,11 +202,11 @@ struct TorrentIPFilterTests {
 
         let got = try await collect(try await engine.stream(fixture.magnet, peers: [blocked.endpoint, allowed.endpoint]))
         #expect(try sha256(got.data, scratch: scratch.url) == sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-        let seenBlock = await eventually(.seconds(5)) { await log.events.contains { $0.kind == .blocked && $0.address == "127.0.0.2" } }
+        let seenBlock = await eventually(.seconds(5)) { await log.events.contains { $0.kind == .blocked && $0.address == blockedHost } }
         collector.cancel()
-        #expect(seenBlock, "a blocked event names 127.0.0.2")
-        #expect(await engine.peerCounters("127.0.0.2").connected == 0)
-        #expect(await engine.peerCounters("127.0.0.2").blocked >= 1)
+        #expect(seenBlock, "a blocked event names \(blockedHost)")
+        #expect(await engine.peerCounters(blockedHost).connected == 0)
+        #expect(await engine.peerCounters(blockedHost).blocked >= 1)
         #expect(await engine.peerCounters("127.0.0.1").connected >= 1)
         #expect(await log.events.contains { $0.kind == .connected && $0.address == "127.0.0.1" })
         await engine.shutdown()
