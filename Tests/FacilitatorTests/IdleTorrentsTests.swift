@@ -87,20 +87,25 @@ import Testing
         for i in 13...16 { #expect(idle.takeHold("name\(i)") == TorrentID(raw: UInt64(i))) }
     }
 
-    @Test func oneParkedStreamPerNameSharingTheCapWithHolds() async throws {
+    /// Two requesters fetching one torrent each park their own stream (same name, other position);
+    /// a stream parked at the same position replaces the one there.
+    @Test func oneParkedStreamPerNameAndPositionSharingTheCapWithHolds() async throws {
         let closed = Closed()
-        let idle = IdleTorrents(capacity: 2) { closed.add($0) }
+        let idle = IdleTorrents(capacity: 3) { closed.add($0) }
         idle.putHold("a", TorrentID(raw: 1), for: .seconds(60))
         idle.park("b", reader(at: 100), for: .seconds(60))
-        idle.park("b", reader(at: 200), for: .seconds(60))  // replaces the one at 100
-        #expect(idle.count == 2)
-        #expect(idle.takeParked("b", at: 100) == nil)
-        let parked = try #require(idle.takeParked("b", at: 200))
-        #expect(parked.position == 200)
+        idle.park("b", reader(at: 200), for: .seconds(60))  // another requester of "b"
+        #expect(idle.count == 3)
+        idle.park("b", reader(at: 200), for: .seconds(60))  // replaces the one at 200
+        #expect(idle.count == 3)
+        #expect(try #require(idle.takeParked("b", at: 100)).position == 100)
+        #expect(try #require(idle.takeParked("b", at: 200)).position == 200)
+        #expect(idle.takeParked("b", at: 200) == nil, "the replaced stream at 200 is gone")
         idle.park("c", reader(at: 0), for: .seconds(60))
-        idle.park("d", reader(at: 0), for: .seconds(60))  // the cap: the hold of "a", the oldest, goes
+        idle.park("d", reader(at: 0), for: .seconds(60))
+        idle.park("e", reader(at: 0), for: .seconds(60))  // the cap: the hold of "a", the oldest, goes
         try await settle { closed.list.count >= 1 }
-        #expect(idle.count == 2)
+        #expect(idle.count == 3)
         #expect(closed.list == [1])
         #expect(idle.takeHold("a") == nil)
     }

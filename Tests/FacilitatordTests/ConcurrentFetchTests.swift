@@ -75,7 +75,7 @@ import Testing
         return (outcomes, seconds)
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason), .timeLimit(.minutes(10)))
+    @Test(.privateNetwork, .timeLimit(.minutes(10)))
     func twoThenEightFetchesOfOneTorrentThroughOneFacilitatorAllFinish() async throws {
         let scratch = try TemporaryDirectory("concurrent-fetch")
         let mib = Int(ProcessInfo.processInfo.environment["PEERSM_CONCURRENT_MIB"] ?? "") ?? 8

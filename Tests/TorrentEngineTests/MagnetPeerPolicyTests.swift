@@ -59,7 +59,7 @@ struct MagnetPeerPolicyTests {
     /// metadata times out and the engine records no connection (nor an attempt) to 127.0.0.1.
     /// With `.any` the same magnet fetches from the seeder; with `.ignored`, a peer passed through
     /// the API is still used.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func magnetPeersOnLoopbackAreNotDialledByDefault() async throws {
         let scratch = try TemporaryDirectory("torrent-magnet-peers")
         let fixture = try TorrentFixture(in: scratch.url, name: "policy.bin", size: 300_000, pieceKiB: 32, seed: 77)
@@ -97,7 +97,7 @@ struct MagnetPeerPolicyTests {
     /// Under `.publicOnly` no source can aim the engine at a non-public address: a loopback peer
     /// passed through the API (as a DHT answer or the spy hunt would) is refused by the ip_filter,
     /// also after the blocklists replace the filter.
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func publicOnlyBlocksNonPublicPeersFromEverySource() async throws {
         let scratch = try TemporaryDirectory("torrent-public-floor")
         let fixture = try TorrentFixture(in: scratch.url, name: "floor.bin", size: 200_000, pieceKiB: 32, seed: 78)

@@ -3,7 +3,8 @@ import TorrentEngine
 
 /// What queries leave behind for the query that usually follows, by engine name: an info query's
 /// torrent hold (`engine.open`), or a finished data query's parked range stream. Bounded so that
-/// idle torrents cannot crowd out live queries: at most one hold and one parked stream per name, at
+/// idle torrents cannot crowd out live queries: at most one hold per name and one parked stream per
+/// name and position (requesters fetching the same torrent at once each continue their own), at
 /// most `capacity` in all (the oldest goes first when a new one needs the slot), and `evictOldest`
 /// lets a query that the engine refused for lack of room (`tooManyTorrents`) free one and retry.
 /// Each entry also expires after its linger time, on `clock` (a test's own clock drives it without
@@ -19,6 +20,15 @@ final class IdleTorrents: @unchecked Sendable {
         var item: Item
         var serial: UInt64
         var isHold: Bool { if case .hold = item { true } else { false } }
+        /// Whether `other` takes this entry's place: the same name's hold, or its stream parked at the same position.
+        func isReplaced(by other: Entry) -> Bool {
+            guard name == other.name else { return false }
+            switch (item, other.item) {
+            case (.hold, .hold): return true
+            case (.parked(let mine), .parked(let theirs)): return mine.position == theirs.position
+            default: return false
+            }
+        }
     }
 
     let capacity: Int
@@ -71,7 +81,8 @@ final class IdleTorrents: @unchecked Sendable {
         return id
     }
 
-    /// Parks a data query's stream for `linger`. A stream of the same name already parked is ended.
+    /// Parks a data query's stream for `linger`. A stream of the same name already parked at the
+    /// same position is ended; streams parked elsewhere in the file belong to other requesters.
     func park(_ name: String, _ reader: RangeReader, for linger: Duration) {
         put(Entry(name: name, item: .parked(reader), serial: 0), for: linger)
     }
@@ -105,7 +116,7 @@ final class IdleTorrents: @unchecked Sendable {
         }
         let (victims, mine): ([Entry], UInt64) = lock.withLock {
             var victims: [Entry] = []
-            if let index = entries.firstIndex(where: { $0.name == new.name && $0.isHold == new.isHold }) {
+            if let index = entries.firstIndex(where: { $0.isReplaced(by: new) }) {
                 victims.append(entries.remove(at: index))
             }
             while entries.count >= capacity { victims.append(entries.removeFirst()) }
