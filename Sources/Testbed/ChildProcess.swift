@@ -55,7 +55,7 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// The test runner's threads block SIGTERM/SIGINT, and a spawned child inherits the spawning
     /// thread's mask: tor and the seeders would then ignore a polite stop. Spawn with them unblocked.
-    static func withDefaultSignalMask<T>(_ body: () throws -> T) rethrows -> T {
+    public static func withDefaultSignalMask<T>(_ body: () throws -> T) rethrows -> T {
         var unblock = sigset_t(), previous = sigset_t()
         sigemptyset(&unblock)
         sigaddset(&unblock, SIGTERM)
