@@ -12,7 +12,8 @@ public struct RunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run the relay and facilitator until SIGINT/SIGTERM.",
         discussion: """
-            Reads a TOML file (see etc/facilitatord.toml; every key is optional). At start it prints \
+            Reads a TOML file (every key is optional: `facilitatord config sample`, which is \
+            etc/facilitatord.toml, lists them with their defaults). At start it prints \
             the relay's spec line, host:port:rsa_fp_hex:ed25519_b64:ntor_b64, to give to \
             `peersm fetch --via …` as the circuit's last hop. The engine enforces the blocklist \
             database of `facilitatord blocklist …` ([blocklists] database, else the CLI's default); \
