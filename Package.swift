@@ -8,7 +8,12 @@
 //                TorrentEngine (the one Swift owner of the libtorrent session)
 //   transport    OnionTransport (thin NIO handlers: TLS link, WebSocket)
 //   services     Facilitator, Requester, Blocklists
-//   executables  facilitatord, peersm
+//   composition  FacilitatorNode (the one place a facilitator node is wired, started and stopped, and
+//                its declarative config table: used by facilitatord, peersm-demo and the tests)
+//   executables  facilitatord, peersm (requester only: links no libtorrent), peersm-demo;
+//                FetchConsole (the fetch progress bar both requesters print)
+//   testbed      Testbed (third-party programs on loopback, the private-namespace check: the demo and
+//                the tests)
 import PackageDescription
 
 // Flags pkg-config gives for Debian's libtorrent-rasterbar 2.0.8; the shim must match the library's ABI.
@@ -23,6 +28,7 @@ let package = Package(
     products: [
         .executable(name: "facilitatord", targets: ["facilitatord"]),
         .executable(name: "peersm", targets: ["peersm"]),
+        .executable(name: "peersm-demo", targets: ["peersm-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -131,13 +137,14 @@ let package = Package(
             ],
             path: "Sources/Services/Requester"),
 
-        // MARK: executables
-        .executableTarget(
-            name: "facilitatord",
+        // MARK: composition
+        .target(
+            name: "FacilitatorNode",
             dependencies: [
-                "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine",
-                "Requester",  // RelaySpec: the spec line printed at start is the one `peersm --via` parses
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine", "NetBasics",
+                "Requester",  // RelaySpec (the spec line `peersm --via` parses), LoopbackOnionNetwork (in-memory front)
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -146,18 +153,44 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            path: "Sources/Composition/FacilitatorNode"),
+
+        // MARK: executables
+        .executableTarget(
+            name: "facilitatord",
+            dependencies: [
+                "NetBasics",
+                "FacilitatorNode", "Blocklists",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/Executables/facilitatord"),
+        .target(
+            name: "FetchConsole",
+            dependencies: ["Requester", "PeersmProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Executables/FetchConsole"),
+        // The requester: no facilitator, no torrent engine (so no libtorrent) in this binary.
         .executableTarget(
             name: "peersm",
             dependencies: [
-                "Requester", "Facilitator", "TorrentEngine", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCrypto",
+                "Requester", "FetchConsole", "OnionRouting", "PeersmProtocol", "NetBasics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Executables/peersm"),
+        .executableTarget(
+            name: "peersm-demo",
+            dependencies: [
+                "FacilitatorNode", "FetchConsole", "Testbed", "Requester", "OnionRouting", "OnionTransport",
+                "PeersmProtocol", "TorCrypto", "NetBasics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Executables/peersm-demo"),
         // Drives TorrentEngine for scripts/bench-torrent.
         .executableTarget(name: "TorrentBench", dependencies: ["TorrentEngine"], path: "Benchmarks/TorrentBench"),
 
@@ -168,11 +201,15 @@ let package = Package(
             dependencies: ["TorCrypto", .product(name: "Crypto", package: "swift-crypto")],
             path: "Benchmarks/RelayCryptoBench"),
 
+        // MARK: testbed
+        // Child processes, loopback ports, third-party seeders, the private-namespace check.
+        .target(name: "Testbed", path: "Sources/Testbed"),
+
         // MARK: tests
-        // Shared by the integration tests: private-namespace checks, child processes, tor test network, seeders.
+        // Shared by the integration tests: the testbed (re-exported), tor test network, fixtures, peers.
         .target(
             name: "TestSupport",
-            dependencies: ["NetBasics", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["NetBasics", "Testbed", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport"),
         .testTarget(name: "NetBasicsTests", dependencies: ["NetBasics", "TestSupport"]),
         .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "NetBasics", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
@@ -190,11 +227,15 @@ let package = Package(
             ]),
         // Runs the built facilitatord binary (its config, endpoints and shutdown).
         .testTarget(name: "FacilitatordTests", dependencies: ["TestSupport"]),
+        // The config table against etc/facilitatord.toml, table-driven parsing (no child processes).
+        .testTarget(
+            name: "FacilitatorNodeTests",
+            dependencies: ["FacilitatorNode", "TestSupport", "TorrentEngine", .product(name: "TOMLKit", package: "TOMLKit")]),
         .testTarget(
             name: "FacilitatorTests",
             dependencies: [
-                "Facilitator", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol", "OnionRouting",
-                "OnionTransport", "TorCrypto", "NetBasics",
+                "Facilitator", "FacilitatorNode", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol",
+                "OnionRouting", "OnionTransport", "TorCrypto", "NetBasics",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),

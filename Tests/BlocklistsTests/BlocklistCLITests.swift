@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import TestSupport
 import Testing
 @testable import Blocklists

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import Metrics
 import MetricsTestKit
 import Testing

@@ -1,4 +1,5 @@
 import Foundation
+import NetBasics
 import Testing
 import TestSupport
 @testable import Blocklists

@@ -12,7 +12,7 @@ import TorCrypto
 
 /// The facilitator on the node runtime: three of our relays with real TLS links on 127.0.0.1, the
 /// last one's `FacilitatorRelayBridge` feeding a `FacilitatorService`, fetched by the `Requester`
-/// over `OnionCircuitProvider`. This is the path `peersm demo` and the daemon use: the service's
+/// over `OnionCircuitProvider`. This is the path `peersm-demo` and the daemon use: the service's
 /// DB_DATA go to the relay's event loop in batches, and the requester reads its stream in batches.
 @Suite(.serialized) struct NodeFetchTests {
     @Test func fetchesByteExactOverThreeTLSRelaysInSeveralQueries() async throws {

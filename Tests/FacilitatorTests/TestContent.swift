@@ -1,13 +1,11 @@
 import Crypto
 import Facilitator
+import FacilitatorNode  // LoopbackOnionNetwork ⇄ FacilitatorService conformances (the in-memory front)
 import Foundation
 import NIOCore
 import OnionRouting
 import PeersmProtocol
 import Requester
-
-extension LoopbackOnionNetwork: FacilitatorTransport {}
-extension FacilitatorService: LoopbackExitApplication {}
 
 /// Deterministic bytes (SplitMix64) so a mismatch anywhere is visible.
 func testBytes(_ count: Int, seed: UInt64) -> [UInt8] {

@@ -1,4 +1,5 @@
 import Foundation
+import Testbed
 
 public enum HTTPSinkError: Error, CustomStringConvertible {
     case badAnnouncement(String)

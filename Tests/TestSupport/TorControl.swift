@@ -1,4 +1,5 @@
 import Foundation
+import Testbed
 #if canImport(Glibc)
 import Glibc
 #endif

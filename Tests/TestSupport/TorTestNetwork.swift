@@ -1,5 +1,6 @@
 import Foundation
 import NetBasics
+import Testbed
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,5 @@
 import Foundation
+import Testbed
 
 /// A torrent made for a test: content files under `contentDirectory`, a v1 `.torrent` built by
 /// `scripts/torrent-peer.py make` (python3-libtorrent), and what it reported (info-hash, magnet).
@@ -16,13 +17,9 @@ public final class TorrentFixture: @unchecked Sendable {
     public let files: [File]
     public let name: String
 
-    /// The repository's scripts directory (found from this source file's location).
-    public static let scriptsDirectory: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("scripts")
-    public static let peerScript = scriptsDirectory.appendingPathComponent("torrent-peer.py").path
-    /// Debian's python3 (python3-libtorrent lives there), not whatever python3 is first on PATH.
-    public static let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3"
+    public static var scriptsDirectory: URL { PeerScript.scriptsDirectory }
+    public static var peerScript: String { PeerScript.path }
+    public static var python: String { PeerScript.python }
 
     /// A single file `name` of `size` pseudo-random bytes (or a directory `name` holding `files`).
     /// `hybrid`: a BitTorrent v1+v2 torrent (pad files, SHA-256 block hashes) instead of v1 only.
@@ -50,7 +47,7 @@ public final class TorrentFixture: @unchecked Sendable {
               let ih = json["info_hash"] as? String, let mag = json["magnet"] as? String,
               let pl = json["piece_length"] as? Int, let pc = json["pieces"] as? Int,
               let ts = json["total_size"] as? Int, let fl = json["files"] as? [[String: Any]] else {
-            throw TestSupportError.exited("torrent-peer.py make", 0, log: out)
+            throw TestbedError.exited("torrent-peer.py make", 0, log: out)
         }
         infoHash = ih
         magnet = mag

@@ -1,37 +1,24 @@
 import ArgumentParser
 import Blocklists
+import NetBasics
+import FacilitatorNode
 import Foundation
 import Logging
 
 /// Where the daemon keeps its state; shared by every administration command.
 struct DatabaseOptions: ParsableArguments {
-    static let environmentKey = "PEERSM_FACILITATOR_DB"
-    static let defaultPath = "/var/lib/peersm/facilitator.sqlite"
+    static var environmentKey: String { BlocklistDatabase.environmentKey }
+    static var defaultPath: String { BlocklistDatabase.defaultPath }
 
     @Option(name: .customLong("db"), help: ArgumentHelp(
         "SQLite database of the facilitator (created if missing).",
         discussion: "Default: $\(environmentKey) if set, else \(defaultPath).", valueName: "path"))
     var path: String?
 
-    var resolvedPath: String {
-        path ?? ProcessInfo.processInfo.environment[Self.environmentKey].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultPath
-    }
+    var resolvedPath: String { BlocklistDatabase.resolve(path) }
 
     func openStore() throws -> BlocklistStore {
-        let path = resolvedPath
-        let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
-            do {
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            } catch {
-                throw CleanError("cannot create \(dir) for the database: \(error.localizedDescription) (use --db PATH or $\(Self.environmentKey))")
-            }
-        }
-        do {
-            return try BlocklistStore(path: path)
-        } catch {
-            throw CleanError("cannot open the database \(path): \(error)")
-        }
+        try BlocklistDatabase.open(resolvedPath)
     }
 
     /// The CLI prints its own results; the service's log lines are for the daemon.

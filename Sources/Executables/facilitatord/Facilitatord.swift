@@ -8,9 +8,10 @@ struct Facilitatord: AsyncParsableCommand {
         commandName: "facilitatord",
         abstract: "The Peersm facilitator: fetches BitTorrent content for anonymous peers over onion circuits.",
         discussion: """
-            `facilitatord run --config FILE` runs the relay and facilitator (see etc/facilitatord.toml).
+            `facilitatord run --config FILE` runs the relay and facilitator (see etc/facilitatord.toml, \
+            or `facilitatord config sample`).
             Administration commands work on the daemon's SQLite database (--db, or $\(DatabaseOptions.environmentKey), \
             default \(DatabaseOptions.defaultPath)).
             """,
-        subcommands: [RunCommand.self, BlocklistCommand.self])
+        subcommands: [RunCommand.self, BlocklistCommand.self, ConfigCommand.self])
 }

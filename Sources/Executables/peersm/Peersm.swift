@@ -12,7 +12,7 @@ struct Peersm: AsyncParsableCommand {
             relay cells. Every 62 KB block is checked against the facilitator's Ed25519 signature
             before it is written. See docs/PROTOCOL.md.
 
-            Start with `peersm demo`: everything on this machine, loopback only.
+            Start with scripts/demo (`peersm-demo`): everything on this machine, loopback only.
             """,
-        subcommands: [Fetch.self, Demo.self])
+        subcommands: [Fetch.self])
 }

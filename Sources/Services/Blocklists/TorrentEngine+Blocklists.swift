@@ -2,7 +2,7 @@ import Foundation
 import Logging
 // Re-exported: the blocklist API is written in NetBasics' `IPAddress`, `IPRange` and `IPRangeSet`,
 // and its clients (facilitatord's blocklist commands) name them through `import Blocklists`.
-@_exported import NetBasics
+import NetBasics
 import TorrentEngine
 
 // Joins the blocklists to the torrent engine: the engine is an `IPFilterSink` (the enforced union

@@ -10,7 +10,7 @@ import TorCrypto
 /// Our own onion relays and a client, wired in memory (no sockets): real ntor handshakes, real onion
 /// layers, real circuit and stream flow control, cells delivered in order as over TCP. The last relay
 /// is the exit whose Peersm application hook is exposed as `exitEvents` (feed them to a facilitator)
-/// and `sendFromExit` (its answers). Used by `peersm demo` and the tests; the node runtime replaces it
+/// and `sendFromExit` (its answers). Used by `peersm-demo` and the tests; the node runtime replaces it
 /// with TLS links.
 public actor LoopbackOnionNetwork: CircuitProvider {
     /// What the exit's application sees.

@@ -7,15 +7,15 @@ import NIOPosix
 import Prometheus
 import TorrentEngine
 
-/// The daemon's Prometheus scrape endpoint: `GET /metrics` in the text exposition format, served
+/// The node's Prometheus scrape endpoint: `GET /metrics` in the text exposition format, served
 /// from the registry that backs every swift-metrics instrument of the services (facilitator streams
 /// and DB_END reasons, blocklist ranges, blocked peers, spies). Scrapes are rare and tiny, so one
 /// HTTP/1.1 handler on the relay's event loop group is enough.
-final class MetricsEndpoint: Sendable {
-    let localAddress: SocketAddress
+public final class MetricsEndpoint: Sendable {
+    public let localAddress: SocketAddress
     private let channel: any Channel
 
-    /// Bootstraps swift-metrics with `registry` (once per process) and listens on `host:port`.
+    /// Serves `registry` on `host:port`.
     /// `refresh` runs before each scrape, for values that are read rather than pushed (engine stats).
     static func start(host: String, port: Int, registry: PrometheusCollectorRegistry,
                       refresh: @escaping @Sendable () async -> Void,
@@ -36,7 +36,7 @@ final class MetricsEndpoint: Sendable {
         self.localAddress = channel.localAddress!
     }
 
-    func shutdown() async {
+    public func shutdown() async {
         try? await channel.close()
     }
 }

@@ -1,32 +1,22 @@
 import Blocklists
 import Foundation
 import Logging
-import TOMLKit
 import TorrentEngine
 
 /// `[blocklists] hunt…` settings: the spy hunt that finds peers before each fetch.
-struct HuntSettings {
+public struct HuntSettings: Sendable {
     /// Off by default: hunting talks to the DHT (UDP to the bootstrap nodes and whoever they name),
     /// and a default config must not send a packet beyond loopback. Turn it on, rather than
     /// torrent.dht, whenever the facilitator should find peers on the DHT.
-    var enabled = false
+    public var enabled = false
     /// Where each hunt's walk starts ("host:port"; names resolved at each hunt). Required when enabled.
-    var bootstrapNodes: [String] = []
+    public var bootstrapNodes: [String] = []
     /// The hunt engine's DHT socket. Loopback by default; a public DHT needs e.g. "0.0.0.0:0".
-    var listen = "127.0.0.1:0"
-    var timeout: Duration = .seconds(20)
-    var reuse: Duration = .seconds(120)
+    public var listen = "127.0.0.1:0"
+    public var timeout: Duration = .seconds(20)
+    public var reuse: Duration = .seconds(120)
 
-    /// The keys as `--print-config` shows them (inside [blocklists]).
-    var summary: String {
-        """
-        hunt = \(enabled)
-        hunt_bootstrap_nodes = [\(bootstrapNodes.map { "\"\($0)\"" }.joined(separator: ", "))]
-        hunt_listen = "\(listen)"
-        hunt_timeout_seconds = \(timeout.components.seconds)
-        hunt_reuse_seconds = \(reuse.components.seconds)
-        """
-    }
+    public init() {}
 
     /// The second engine's settings: DHT on (read-only, BEP 43, as every engine of ours), no
     /// torrents ever, no incoming connections, and no bootstrap of its own: libtorrent's routing
@@ -86,40 +76,5 @@ struct SpyHunting {
     func shutdown() async {
         link.cancel()
         await engine.shutdown()
-    }
-}
-
-extension DaemonConfig {
-    /// Reads the hunt keys of [blocklists] and checks them against [facilitator] and [torrent]
-    /// (read before [blocklists]).
-    mutating func applyHunt(_ b: TOMLTable, _ r: inout Reader) throws {
-        if let v = try r.bool(b, "hunt") { hunt.enabled = v }
-        if let v = try r.strings(b, "hunt_bootstrap_nodes") {
-            for node in v where DHTBootstrap.split(node) == nil {
-                throw r.fail("blocklists.hunt_bootstrap_nodes", "an array of \"host:port\" (found \"\(node)\")")
-            }
-            hunt.bootstrapNodes = v
-        }
-        if let v = try r.string(b, "hunt_listen") {
-            guard let colon = v.lastIndex(of: ":"), colon != v.startIndex, UInt16(v[v.index(after: colon)...]) != nil else {
-                throw r.fail("blocklists.hunt_listen", "\"address:port\" (port 0: any free port)")
-            }
-            hunt.listen = v
-        }
-        if let v = try r.int(b, "hunt_timeout_seconds", 1...600) { hunt.timeout = .seconds(v) }
-        if let v = try r.int(b, "hunt_reuse_seconds", 0...86_400) { hunt.reuse = .seconds(v) }
-        guard hunt.enabled else { return }
-        if torrent.dhtEnabled {
-            throw Failure(description: "\(r.path): torrent.dht = true cannot be combined with blocklists.hunt = true: "
-                + "libtorrent's own DHT lookups are not filtered by the blocklist and would send the real info-hash "
-                + "to spies. Set torrent.dht = false (the hunt finds the peers) or blocklists.hunt = false.")
-        }
-        if hunt.bootstrapNodes.isEmpty {
-            throw r.fail("blocklists.hunt_bootstrap_nodes", "non-empty when blocklists.hunt = true (where the hunt's DHT walk starts)")
-        }
-        if hunt.timeout >= facilitator.resolveTimeout {
-            throw r.fail("blocklists.hunt_timeout_seconds",
-                         "below facilitator.resolve_timeout_seconds (\(facilitator.resolveTimeout.components.seconds)): the hunt runs inside a query's resolution")
-        }
     }
 }

@@ -1,25 +1,31 @@
 import ArgumentParser
 import Crypto
-import Facilitator
+import FacilitatorNode
+import FetchConsole
 import Foundation
 import Logging
+import NetBasics
 import NIOPosix
 import OnionRouting
 import OnionTransport
 import TorCrypto
 import PeersmProtocol
 import Requester
-import TorrentEngine
+import Testbed
 
+/// `peersm-demo`: the whole system on this machine. Its own executable because it runs a
+/// facilitator (libtorrent) in-process; the requester `peersm` links no libtorrent.
+@main
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "peersm-demo",
         abstract: "The whole system on this machine, loopback only: seeder → facilitator → 3-hop circuit → requester.",
         discussion: """
             Makes a random test file and its torrent, starts a third-party BitTorrent seeder on
             127.0.0.1 (aria2c, or python3-libtorrent if aria2c is missing), starts three of our onion
-            relays in this process — the last one is the facilitator, with its own torrent engine in
-            free-rider mode — then fetches the file by magnet link over a 3-hop circuit, verifying every
-            block, and compares SHA-256 digests.
+            relays in this process — the last one is a facilitator node as `facilitatord run` builds
+            it, with its torrent engine in free-rider mode and its blocklists — then fetches the file
+            by magnet link over a 3-hop circuit, verifying every block, and compares SHA-256 digests.
 
             The seeder is a real BitTorrent client: it must not be reachable from, or reach, other
             machines. Run this through scripts/demo (a private network namespace with only lo up). Outside
@@ -58,11 +64,10 @@ struct Demo: AsyncParsableCommand {
             handler.logLevel = verbose ? .debug : .warning
             return handler
         }
-        let interfaces = DemoEnvironment.networkInterfaces()
-        if interfaces != ["lo"] && !outsidePrivateNamespace {
+        if !PrivateNetwork.isPrivate && !outsidePrivateNamespace {
             throw ValidationError("""
-                this is not a private network namespace (interfaces: \(interfaces.joined(separator: ", "))).
-                Run scripts/demo, which runs `peersm demo` under unshare -n with only lo up, or pass
+                this is not a private network namespace (only lo may be up; interfaces: \(PrivateNetwork.interfaces.map(\.description).joined(separator: ", "))).
+                Run scripts/demo, which runs `peersm-demo` under unshare -n with only lo up, or pass
                 --outside-private-namespace to run the seeder here anyway (it binds 127.0.0.1 only).
                 """)
         }
@@ -76,7 +81,7 @@ struct Demo: AsyncParsableCommand {
         defer { if !keep { try? FileManager.default.removeItem(at: work) } }
         func say(_ s: String) { print(s); fflush(stdout) }
 
-        say("peersm demo — everything on 127.0.0.1 (\(interfaces == ["lo"] ? "private network namespace" : "NOT a private namespace"))")
+        say("peersm demo — everything on 127.0.0.1 (\(PrivateNetwork.isPrivate ? "private network namespace" : "NOT a private namespace"))")
         // 1. The content and its torrent.
         var t = clock.now
         let content = work.appendingPathComponent("content")
@@ -90,55 +95,53 @@ struct Demo: AsyncParsableCommand {
 
         // 2. A third-party seeder.
         t = clock.now
-        let seeder = try await DemoSeeder.start(kind, torrent: torrentURL, content: content, directory: work)
+        let seeder = try await Seeder.start(kind, torrent: torrentURL, content: content, directory: work)
         defer { seeder.stop() }
-        say("  seeder         \(seeder.name) on 127.0.0.1:\(seeder.port)   (\(ms(clock.now - t)))")
+        say("  seeder         \(kind == .aria2 ? "aria2c" : "python3-libtorrent") on 127.0.0.1:\(seeder.port)   (\(ms(clock.now - t)))")
 
-        // 3. Three relays in this process; the last is the facilitator with its torrent engine.
+        // 3. Three relays in this process; the last is the facilitator node with its torrent engine.
         t = clock.now
-        var settings = TorrentEngineSettings()
-        settings.enableUTP = false  // uTP's congestion control throttles loopback
-        settings.dataDirectory = work.appendingPathComponent("engine").path
-        settings.dhtAllowLocalNodes = true
-        settings.magnetPeers = .any  // the demo's magnet names its loopback seeder as x.pe
-        settings.metadataTimeout = .seconds(30)
-        let engine = try TorrentEngine(settings: settings)
-        let key = try SigningKeyStore.loadOrCreate(in: work.appendingPathComponent("facilitator"))
-        var config = FacilitatorConfiguration()
-        config.resolveTimeout = .seconds(30)
-        let source = TorrentContentSource(engine: engine)
+        var settings = FacilitatorNodeSettings()
+        settings.dataDirectory = work.appendingPathComponent("facilitator").path
+        settings.blocklistDatabase = work.appendingPathComponent("blocklists.sqlite").path
+        settings.metricsListen = nil
+        settings.relayPort = 0
+        settings.extendToPrivateAddresses = true
+        settings.facilitator.resolveTimeout = .seconds(30)
+        settings.torrent.enableUTP = false  // uTP's congestion control throttles loopback
+        settings.torrent.dhtAllowLocalNodes = true
+        settings.torrent.magnetPeers = .any  // the demo's magnet names its loopback seeder as x.pe
+        settings.torrent.metadataTimeout = .seconds(30)
+        let logger = Logger(label: "peersm.demo")
         let circuits: any CircuitProvider
-        var stopRelays: () async -> Void
+        let node: FacilitatorNode
+        let stopRelays: () async -> Void
         if inMemoryRelays {
             let network = try LoopbackOnionNetwork(relayCount: 3)
-            let service = FacilitatorService(source: source, signingKey: key, transport: network, configuration: config)
-            network.attach(service)
+            node = try await FacilitatorNode.start(settings, front: .inMemory(network), logger: logger)
             circuits = network
-            stopRelays = { await service.shutdown(); network.shutdown() }
+            stopRelays = { await node.shutdown(); network.shutdown() }
             say("  relays         3 onion relays wired in memory (ntor, AES-CTR layers, SENDME flow control); exit = facilitator")
         } else {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
-            let bridge = FacilitatorRelayBridge()
-            let service = FacilitatorService(source: source, signingKey: key, transport: bridge, configuration: config)
-            bridge.attach(service)
             var servers: [OnionRelayServer] = []
-            for i in 0..<3 {
+            for i in 0..<2 {
                 let relayConfig = OnionRelayServerConfiguration(
                     keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0, extendAllowPrivateAddresses: true)
-                let server = try await OnionRelayServer.start(relayConfig, on: group.next())
-                if i == 2 { bridge.attach(server) }
-                servers.append(server)
-                say("  relay \(i + 1)        \(RelaySpec.format(server.descriptor))\(i == 2 ? "   ← facilitator" : "")")
+                servers.append(try await OnionRelayServer.start(relayConfig, on: group.next()))
+                say("  relay \(i + 1)        \(RelaySpec.format(servers[i].descriptor))")
             }
-            circuits = OnionCircuitProvider(path: servers.map(\.descriptor), eventLoopGroup: group)
-            stopRelays = {
-                await service.shutdown()
-                bridge.finish()
+            node = try await FacilitatorNode.start(settings, group: group, logger: logger)
+            guard let exit = node.relay else { throw ValidationError("the facilitator node has no relay") }
+            say("  relay 3        \(RelaySpec.format(exit.descriptor))   ← facilitator")
+            circuits = OnionCircuitProvider(path: servers.map(\.descriptor) + [exit.descriptor], eventLoopGroup: group)
+            stopRelays = { [servers] in
+                await node.shutdown()
                 for server in servers { await server.shutdown() }
                 try? await group.shutdownGracefully()
             }
         }
-        let facilitatorKey = Data(key.publicKey.rawRepresentation).base64EncodedString()
+        let facilitatorKey = Data(node.signingKey.publicKey.rawRepresentation).base64EncodedString()
         say("  facilitator    Ed25519 key \(facilitatorKey)   (\(ms(clock.now - t)))")
 
         // 4. Fetch by magnet link over a 3-hop circuit.
@@ -150,11 +153,9 @@ struct Demo: AsyncParsableCommand {
             result = try await runFetch(Requester(circuits: circuits), try HashName(magnet: magnet), to: output, quiet: false)
         } catch {
             await stopRelays()
-            await engine.shutdown()
             throw error
         }
         await stopRelays()
-        await engine.shutdown()
 
         // Optional baseline: a plain libtorrent download from the same seeder, same run.
         var baseline: (seconds: Double, firstPiece: Double)?
@@ -212,28 +213,12 @@ struct Demo: AsyncParsableCommand {
 }
 
 enum DemoEnvironment {
-    /// Interfaces of this process's network namespace (/proc/self/net/dev follows the namespace;
-    /// /sys/class/net may show the host's).
-    static func networkInterfaces() -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/net/dev", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").dropFirst(2).compactMap { line in
-            line.split(separator: ":", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) }
-        }.sorted()
-    }
-
-    static func which(_ tool: String) -> String? {
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let path = "\(dir)/\(tool)"
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        return nil
-    }
-
-    static func chooseSeeder(_ choice: String?) throws -> DemoSeeder.Kind {
+    static func chooseSeeder(_ choice: String?) throws -> Seeder.Kind {
+        let aria2 = ChildProcess.which("aria2c") != nil
         switch choice {
-        case "aria2"?: guard which("aria2c") != nil else { throw ValidationError("aria2c is not installed (scripts/deps)") }; return .aria2
+        case "aria2"?: guard aria2 else { throw ValidationError("aria2c is not installed (scripts/deps)") }; return .aria2
         case "libtorrent"?: return .libtorrent
-        case nil: return which("aria2c") != nil ? .aria2 : .libtorrent
+        case nil: return aria2 ? .aria2 : .libtorrent
         case let other?: throw ValidationError("unknown seeder \(other): aria2 or libtorrent")
         }
     }
@@ -269,7 +254,7 @@ enum DemoEnvironment {
         defer { try? handle.close() }
         var hasher = SHA256()
         while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(hasher.finalize())
     }
 }
 
@@ -297,112 +282,7 @@ struct TorrentMaker {
         let info: [UInt8] = Array("d".utf8) + string("length") + int(length) + string("name") + string(file.lastPathComponent)
             + string("piece length") + int(pieceLength) + string("pieces") + string(pieces) + Array("e".utf8)
         let torrent = Array("d".utf8) + string("created by") + string("peersm demo") + string("info") + info + Array("e".utf8)
-        let hash = Insecure.SHA1.hash(data: info).map { String(format: "%02x", $0) }.joined()
+        let hash = Hex.encode(Insecure.SHA1.hash(data: info))
         return TorrentMaker(bytes: torrent, infoHashHex: hash, pieceCount: count)
     }
 }
-
-/// The third-party seeder, a child process bound to 127.0.0.1 with DHT, LSD, PEX and port mapping off.
-final class DemoSeeder: @unchecked Sendable {
-    enum Kind { case aria2, libtorrent }
-    let name: String
-    let port: UInt16
-    private let process: Process
-
-    private init(name: String, port: UInt16, process: Process) {
-        self.name = name
-        self.port = port
-        self.process = process
-    }
-
-    static func start(_ kind: Kind, torrent: URL, content: URL, directory: URL) async throws -> DemoSeeder {
-        let port = try freeLoopbackPort()
-        let log = directory.appendingPathComponent("seeder.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let process = Process()
-        let name: String
-        switch kind {
-        case .aria2:
-            name = "aria2c"
-            process.executableURL = URL(fileURLWithPath: DemoEnvironment.which("aria2c") ?? "/usr/bin/aria2c")
-            process.arguments = [
-                "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
-                "--listen-port=\(port)", "--interface=127.0.0.1", "--seed-ratio=0.0", "--bt-seed-unverified=true",
-                "--check-integrity=false", "--file-allocation=none", "--no-conf=true", "--console-log-level=notice",
-                "--summary-interval=0", "--bt-detach-seed-only=true", "-d", content.path, torrent.path,
-            ]
-        case .libtorrent:
-            name = "python3-libtorrent"
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = ["-c", libtorrentSeeder, torrent.path, content.path, String(port)]
-        }
-        process.currentDirectoryURL = directory
-        let output = try FileHandle(forWritingTo: log)
-        process.standardOutput = output
-        process.standardError = output
-        do { try process.run() } catch {
-            throw ValidationError("cannot start \(name): \(error)")
-        }
-        let seeder = DemoSeeder(name: name, port: port, process: process)
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !canConnect(port: port) {
-            guard process.isRunning, ContinuousClock.now < deadline else {
-                seeder.stop()
-                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                throw ValidationError("\(name) did not start listening on 127.0.0.1:\(port):\n\(text.suffix(2000))")
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return seeder
-    }
-
-    /// SIGTERM, then SIGKILL after a grace period (aria2c can linger on SIGTERM).
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        for _ in 0..<30 where process.isRunning { usleep(100_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
-
-    private static let libtorrentSeeder = """
-        import sys, time, libtorrent as lt
-        torrent, save, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        s = lt.session({"listen_interfaces": "127.0.0.1:%d" % port, "enable_dht": False, "enable_lsd": False,
-                        "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": "",
-                        "enable_outgoing_utp": False, "enable_incoming_utp": False})
-        h = s.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save, "flags": lt.torrent_flags.seed_mode})
-        while True: time.sleep(1)
-        """
-
-    private static func freeLoopbackPort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ValidationError("socket() failed") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw ValidationError("no free port on 127.0.0.1") }
-        return UInt16(bigEndian: addr.sin_port)
-    }
-
-    private static func canConnect(port: UInt16) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        addr.sin_port = port.bigEndian
-        return withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-}
-
-extension LoopbackOnionNetwork: FacilitatorTransport {}
-extension FacilitatorService: LoopbackExitApplication {}

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 #endif
 
-public enum TestSupportError: Error, CustomStringConvertible {
+public enum TestbedError: Error, CustomStringConvertible {
     case toolMissing(String)
     case timeout(String)
     case exited(String, Int32, log: String)
@@ -37,7 +37,7 @@ public final class ChildProcess: @unchecked Sendable {
 
     public init(_ tool: String, _ arguments: [String], directory: URL,
                 environment: [String: String] = [:], name: String? = nil) throws {
-        guard let exe = tool.hasPrefix("/") ? tool : Self.which(tool) else { throw TestSupportError.toolMissing(tool) }
+        guard let exe = tool.hasPrefix("/") ? tool : Self.which(tool) else { throw TestbedError.toolMissing(tool) }
         self.name = name ?? (tool as NSString).lastPathComponent
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         logURL = directory.appendingPathComponent("\(self.name).log")
@@ -55,7 +55,7 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// The test runner's threads block SIGTERM/SIGINT, and a spawned child inherits the spawning
     /// thread's mask: tor and the seeders would then ignore a polite stop. Spawn with them unblocked.
-    static func withDefaultSignalMask<T>(_ body: () throws -> T) rethrows -> T {
+    public static func withDefaultSignalMask<T>(_ body: () throws -> T) rethrows -> T {
         var unblock = sigset_t(), previous = sigset_t()
         sigemptyset(&unblock)
         sigaddset(&unblock, SIGTERM)
@@ -76,10 +76,10 @@ public final class ChildProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if log.contains(needle) { return }
-            if !process.isRunning { throw TestSupportError.exited(name, process.terminationStatus, log: log) }
+            if !process.isRunning { throw TestbedError.exited(name, process.terminationStatus, log: log) }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TestSupportError.timeout("\(name) never logged \"\(needle)\"")
+        throw TestbedError.timeout("\(name) never logged \"\(needle)\"")
     }
 
     /// SIGTERM, then SIGKILL after a grace period.
@@ -99,7 +99,7 @@ public final class ChildProcess: @unchecked Sendable {
 public func runTool(_ tool: String, _ arguments: [String], in directory: URL? = nil) throws -> String {
     let r = try runCommand(tool, arguments, in: directory)
     guard r.status == 0 else {
-        throw TestSupportError.exited("\(tool) \(arguments.joined(separator: " "))", r.status, log: r.err)
+        throw TestbedError.exited("\(tool) \(arguments.joined(separator: " "))", r.status, log: r.err)
     }
     return r.out
 }
@@ -115,7 +115,7 @@ public struct CommandResult: Sendable, CustomStringConvertible {
 /// Runs a short command to completion, whatever its exit status (for tests of failures).
 public func runCommand(_ tool: String, _ arguments: [String], in directory: URL? = nil,
                        environment: [String: String] = [:]) throws -> CommandResult {
-    guard let exe = tool.hasPrefix("/") ? tool : ChildProcess.which(tool) else { throw TestSupportError.toolMissing(tool) }
+    guard let exe = tool.hasPrefix("/") ? tool : ChildProcess.which(tool) else { throw TestbedError.toolMissing(tool) }
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = arguments
