@@ -53,6 +53,7 @@ let package = Package(
         .target(
             name: "PeersmProtocol",
             dependencies: [
+                "TorCells",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -171,11 +172,11 @@ let package = Package(
             name: "TestSupport",
             dependencies: [.product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport"),
-        .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "PeersmProtocol", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TorCryptoTests", dependencies: ["TorCrypto", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "PeersmProtocolTests", dependencies: ["PeersmProtocol", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "TestSupport"]),
+        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "PeersmProtocol", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "PeersmProtocol", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "TestSupport"]),
         .testTarget(
             name: "BlocklistsTests",

@@ -43,7 +43,7 @@ import Testing
     }
 
     @Test func theOpeningCommandsAreConfigurable() throws {
-        let (net, id, exit) = try oneHop { $0.applicationOpeningCommands = [80, 81] }
+        let (net, id, exit) = try oneHop { $0.applicationCommands.opening = [80, 81] }
         let stream = try #require(try net.client.withCircuit(id) { try $0.openApplicationStream() } ?? nil)
         try clientSend(net, id, RelayCommand(80), stream: stream)
         #expect(net.relays[0].streamCount(exit) == 1)

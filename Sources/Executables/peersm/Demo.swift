@@ -123,8 +123,9 @@ struct Demo: AsyncParsableCommand {
             bridge.attach(service)
             var servers: [OnionRelayServer] = []
             for i in 0..<3 {
-                let relayConfig = OnionRelayServerConfiguration(
-                    keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0, extendAllowPrivateAddresses: true)
+                var relayConfig = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0)
+                relayConfig.relay.extendAllowPrivateAddresses = true
+                relayConfig.relay.applicationCommands = FacilitatorRelayBridge.applicationCommands
                 let server = try await OnionRelayServer.start(relayConfig, on: group.next())
                 if i == 2 { bridge.attach(server) }
                 servers.append(server)

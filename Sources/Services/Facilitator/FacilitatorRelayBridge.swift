@@ -6,7 +6,7 @@ import PeersmProtocol
 import TorCells
 
 /// Connects a `FacilitatorService` to an `OnionRelayServer` (the TLS node runtime): relay messages
-/// 80–85 reaching the server as last hop go to the service in cell order; the service's answers go
+/// (`applicationCommands`) reaching the server as last hop go to the service in cell order; the service's answers go
 /// back onto the server's event loop in the order they were produced.
 ///
 /// Both directions are bounded. Toward the service: DB_QUERY, DB_SENDME and DB_END count against no
@@ -23,6 +23,10 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
         case circuitClosed(RelayCircuitID)
         case writable(RelayCircuitID)
     }
+
+    /// The relay commands the server must hand to this bridge: set them as the server's
+    /// `relay.applicationCommands` (the Tor layers know no Peersm command).
+    public static let applicationCommands = ApplicationCommands.peersm
 
     /// Messages one circuit may have waiting for the service.
     public let maximumPendingPerCircuit: Int

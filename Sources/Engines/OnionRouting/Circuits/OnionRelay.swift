@@ -67,13 +67,9 @@ public struct OnionRelayConfiguration: Sendable {
     public var extendPolicy: AddressPolicy
     /// Allow extending to loopback/private addresses (tor's ExtendAllowPrivateAddresses; test networks).
     public var extendAllowPrivateAddresses: Bool
-    /// Relay commands recognised at this hop that are handed to the application (Peersm DB_* 80–85).
-    public var applicationCommands: ClosedRange<UInt8>
-    /// The application commands that open a stream when they arrive on an unknown stream ID (Peersm:
-    /// DB_QUERY, 81). Any other application command on an unknown stream is dropped: it is a late
-    /// message for a stream the application already ended (a DB_SENDME crossing our DB_END), and
-    /// opening a stream for it would hold the ID until a RELAY_END that may never come.
-    public var applicationOpeningCommands: Set<UInt8>
+    /// Relay commands recognised at this hop that are handed to the application, which of them open
+    /// a stream, and which count toward the circuit window. Default: none.
+    public var applicationCommands: ApplicationCommands
     /// Bytes one circuit may have queued toward the client (waiting for the circuit or stream window).
     /// The owner pauses its producers well below this; a circuit that still goes over (a client that
     /// withholds SENDMEs while something keeps producing) is destroyed with RESOURCELIMIT rather than
@@ -93,7 +89,7 @@ public struct OnionRelayConfiguration: Sendable {
     public init(
         identity: RSAIdentity, ntorKeys: [NtorSecretKey], exitPolicy: AddressPolicy = .rejectAll,
         extendPolicy: AddressPolicy = .acceptAll, extendAllowPrivateAddresses: Bool = false,
-        applicationCommands: ClosedRange<UInt8> = 80...85, applicationOpeningCommands: Set<UInt8> = [81],
+        applicationCommands: ApplicationCommands = .none,
         minimumSendmeVersion: UInt8 = 1,
         allowSingleHopExits: Bool = false, maximumCircuitsPerChannel: Int = 8192, maximumStreamsPerCircuit: Int = 1024,
         maximumQueuedBytesPerCircuit: Int = 4 << 20
@@ -104,7 +100,6 @@ public struct OnionRelayConfiguration: Sendable {
         self.extendPolicy = extendPolicy
         self.extendAllowPrivateAddresses = extendAllowPrivateAddresses
         self.applicationCommands = applicationCommands
-        self.applicationOpeningCommands = applicationOpeningCommands
         self.minimumSendmeVersion = minimumSendmeVersion
         self.allowSingleHopExits = allowSingleHopExits
         self.maximumCircuitsPerChannel = maximumCircuitsPerChannel
@@ -129,7 +124,7 @@ public enum RelayAction: Hashable, Sendable {
     /// The stream is gone (END received, protocol violation, or the circuit is gone): the exit closes
     /// its TCP connection, the application forgets its stream.
     case closeStream(RelayCircuitID, streamID: UInt16, EndReason)
-    /// Application hook: a relay message with an application command (Peersm DB_*) arrived for us.
+    /// Application hook: a relay message with an application command arrived for us.
     /// Answer with `sendApplicationMessage`.
     case application(RelayCircuitID, streamID: UInt16, command: RelayCommand, body: ByteBuffer)
     /// The circuit is gone and all its resources dropped. `failure` is set when we tore it down because
@@ -144,7 +139,8 @@ public enum OnionRelayError: Error, Hashable, Sendable {
     case unknownCircuit(RelayCircuitID)
     case unknownStream(RelayCircuitID, UInt16)
     case unknownChannel(ChannelID)
-    /// A non-data relay message longer than one cell (498 bytes); only DATA and DB_DATA are split.
+    /// A non-data relay message longer than one cell (498 bytes); only DATA and bulk application
+    /// commands are split.
     case messageTooLong(RelayCommand, Int)
 }
 
@@ -380,7 +376,9 @@ public struct OnionRelay {
         } catch {
             return [.dropped(channel, circuitID: circuitID, reason: "\(error)")]
         }
-        self.circuits[id] = Circuit(crypto: crypto, endpoint: CircuitEndpoint(minimumSendmeVersion: self.configuration.minimumSendmeVersion))
+        self.circuits[id] = Circuit(crypto: crypto, endpoint: CircuitEndpoint(
+            minimumSendmeVersion: self.configuration.minimumSendmeVersion,
+            applicationCommands: self.configuration.applicationCommands))
         return [self.cell(reply, circuitID: circuitID, on: channel)]
     }
 
@@ -442,9 +440,9 @@ public struct OnionRelay {
         }
 
         let streamID = cell.streamID
-        if self.configuration.applicationCommands.contains(cell.command.rawValue) {
+        if self.configuration.applicationCommands.contains(cell.command) {
             if streamID != 0 && self.circuits[id]!.streams[streamID] == nil {
-                guard self.configuration.applicationOpeningCommands.contains(cell.command.rawValue) else {
+                guard self.configuration.applicationCommands.opening.contains(cell.command.rawValue) else {
                     return actions + [.dropped(id.channel, circuitID: id.circuitID, reason: "\(cell.command) for unknown stream \(streamID)")]
                 }
                 guard self.circuits[id]!.streams.count < self.configuration.maximumStreamsPerCircuit else {
@@ -639,11 +637,11 @@ public struct OnionRelay {
     }
 
     /// Application hook: send a relay message back toward the client on `streamID` (0: circuit level).
-    /// DB_DATA and DATA are flow-controlled like any data: what does not fit the window is queued, and
+    /// Bulk application commands and DATA are flow-controlled: what does not fit the window is queued, and
     /// bodies over 498 bytes are split into several cells. Other messages must fit one cell.
     public mutating func sendApplicationMessage(_ id: RelayCircuitID, streamID: UInt16, command: RelayCommand, body: ByteBuffer) throws(OnionRelayError) -> [RelayAction] {
         guard self.circuits[id] != nil else { throw .unknownCircuit(id) }
-        guard body.readableBytes <= RelayCellBody.maximumDataLength || command.flowControl.countsTowardCircuitWindow else {
+        guard body.readableBytes <= RelayCellBody.maximumDataLength || self.configuration.applicationCommands.splits(command) else {
             throw .messageTooLong(command, body.readableBytes)
         }
         if streamID != 0 {
@@ -652,8 +650,8 @@ public struct OnionRelay {
         return self.originate(id, relayCells(command: command, streamID: streamID, data: body))
     }
 
-    /// Application hook: the application is done with an application stream (its protocol ended it,
-    /// e.g. after DB_END): forget it without a RELAY_END, so its ID and slot are free even if the client
+    /// Application hook: the application is done with an application stream (its protocol ended it):
+    /// forget it without a RELAY_END, so its ID and slot are free even if the client
     /// never sends RELAY_END. Cells already queued on it are still sent. A later RELAY_END from the
     /// client for it is ignored.
     public mutating func releaseApplicationStream(_ id: RelayCircuitID, streamID: UInt16) throws(OnionRelayError) {

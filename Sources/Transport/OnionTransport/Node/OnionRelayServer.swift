@@ -6,9 +6,14 @@ import OnionRouting
 import TorCells
 import TorCrypto
 
-/// Static settings of an `OnionRelayServer`.
+/// Static settings of an `OnionRelayServer`: the relay state machine's own configuration plus what
+/// the sockets need.
 public struct OnionRelayServerConfiguration: Sendable {
+    /// TLS certificates, identities and the ntor key. They are authoritative: the server sets
+    /// `relay.identity` and `relay.ntorKeys` from them.
     public var keys: RelayKeys
+    /// The relay state machine's settings (policies, application commands, limits).
+    public var relay: OnionRelayConfiguration
     /// Where the ORPort listens. Loopback unless `allowNonLoopbackBind` is set: a relay reachable from
     /// the network is an explicit decision.
     public var host: String
@@ -18,16 +23,6 @@ public struct OnionRelayServerConfiguration: Sendable {
     /// this port of `host` (0: a free port; nil: no WebSocket listener).
     public var webSocketPort: Int?
     public var allowNonLoopbackBind: Bool
-    /// Which (address, port) pairs BEGIN may reach. Default: none (not an exit).
-    public var exitPolicy: AddressPolicy
-    /// Allow EXTEND2 to loopback/private addresses (test networks).
-    public var extendAllowPrivateAddresses: Bool
-    /// Accept BEGIN from a one-hop client circuit (C tor refuses; tests of a single relay may allow it).
-    public var allowSingleHopExits: Bool
-    /// Lowest circuit-SENDME version accepted (0 admits node-Tor's unauthenticated SENDMEs).
-    public var minimumSendmeVersion: UInt8
-    /// Relay commands handed to the application delegate (Peersm DB_* 80–85).
-    public var applicationCommands: ClosedRange<UInt8>
     public var exitConnectTimeout: TimeAmount
     public var linkHandshakeTimeout: TimeAmount
     /// Stop reading an exit's TCP socket while this many bytes wait for circuit/stream window.
@@ -38,41 +33,33 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var exitReceiveBufferBytes: Int
     /// Tell application producers to pause (`sendApplicationMessage` returns false) while this many
     /// bytes wait on the circuit for window; exits also stop reading then. Per circuit: the circuit
-    /// window is shared by all of its streams.
+    /// window is shared by all of its streams. Producers that honour it overshoot it by one batch at
+    /// most, well below `relay.maximumQueuedBytesPerCircuit`.
     public var circuitPauseBytes: Int
-    /// A circuit with more than this many bytes queued is destroyed (RESOURCELIMIT): producers that
-    /// honour `circuitPauseBytes` overshoot it by one batch at most.
-    public var maximumQueuedBytesPerCircuit: Int
     /// Inbound connections beyond this many held links are refused (closed at accept).
     public var maximumLinks: Int
 
+    /// `relay` defaults to `OnionRelayConfiguration`'s defaults for `keys`; set its fields afterwards.
     public init(
-        keys: RelayKeys, host: String = "127.0.0.1", port: Int = 0, webSocketPort: Int? = nil,
-        allowNonLoopbackBind: Bool = false,
-        exitPolicy: AddressPolicy = .rejectAll, extendAllowPrivateAddresses: Bool = false,
-        allowSingleHopExits: Bool = false, minimumSendmeVersion: UInt8 = 1,
-        applicationCommands: ClosedRange<UInt8> = 80...85, exitConnectTimeout: TimeAmount = .seconds(10),
+        keys: RelayKeys, relay: OnionRelayConfiguration? = nil, host: String = "127.0.0.1", port: Int = 0,
+        webSocketPort: Int? = nil, allowNonLoopbackBind: Bool = false,
+        exitConnectTimeout: TimeAmount = .seconds(10),
         linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int = 128 * 1024,
         exitReceiveBufferBytes: Int = 128 * 1024,
-        circuitPauseBytes: Int = 512 * 1024, maximumQueuedBytesPerCircuit: Int = 4 << 20,
+        circuitPauseBytes: Int = 512 * 1024,
         maximumLinks: Int = 4096
     ) {
         self.keys = keys
+        self.relay = relay ?? OnionRelayConfiguration(identity: keys.fingerprint, ntorKeys: [keys.ntorKey])
         self.host = host
         self.port = port
         self.webSocketPort = webSocketPort
         self.allowNonLoopbackBind = allowNonLoopbackBind
-        self.exitPolicy = exitPolicy
-        self.extendAllowPrivateAddresses = extendAllowPrivateAddresses
-        self.allowSingleHopExits = allowSingleHopExits
-        self.minimumSendmeVersion = minimumSendmeVersion
-        self.applicationCommands = applicationCommands
         self.exitConnectTimeout = exitConnectTimeout
         self.linkHandshakeTimeout = linkHandshakeTimeout
         self.exitReadPauseBytes = exitReadPauseBytes
         self.exitReceiveBufferBytes = exitReceiveBufferBytes
         self.circuitPauseBytes = circuitPauseBytes
-        self.maximumQueuedBytesPerCircuit = maximumQueuedBytesPerCircuit
         self.maximumLinks = maximumLinks
     }
 }
@@ -84,7 +71,7 @@ public enum OnionRelayServerError: Error, Equatable, Sendable {
 }
 
 /// The application hook of a relay: receives the relay messages whose command is in
-/// `applicationCommands` (Peersm DB_INFO … DB_SENDME) that reach this relay as the last hop, and answers
+/// `relay.applicationCommands` that reach this relay as the last hop, and answers
 /// through `OnionRelayServer.sendApplicationMessage`.
 ///
 /// Every method is called on `server.eventLoop`, in cell order, and must not block it: hand long work
@@ -196,15 +183,10 @@ public final class OnionRelayServer: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.logger = logger
         self.tlsServer = try TLSContext.relay(configuration.keys)
-        self.relay = OnionRelay(
-            configuration: OnionRelayConfiguration(
-                identity: configuration.keys.fingerprint, ntorKeys: [configuration.keys.ntorKey],
-                exitPolicy: configuration.exitPolicy, extendAllowPrivateAddresses: configuration.extendAllowPrivateAddresses,
-                applicationCommands: configuration.applicationCommands,
-                minimumSendmeVersion: configuration.minimumSendmeVersion,
-                allowSingleHopExits: configuration.allowSingleHopExits,
-                maximumQueuedBytesPerCircuit: configuration.maximumQueuedBytesPerCircuit),
-            rng: FastRandomNumberGenerator())
+        var relayConfiguration = configuration.relay
+        relayConfiguration.identity = configuration.keys.fingerprint
+        relayConfiguration.ntorKeys = [configuration.keys.ntorKey]
+        self.relay = OnionRelay(configuration: relayConfiguration, rng: FastRandomNumberGenerator())
     }
 
     /// How clients reach this relay and extend to it (address, ORPort, identities, ntor key).
@@ -254,10 +236,10 @@ public final class OnionRelayServer: @unchecked Sendable {
 
     // MARK: application API (event loop only)
 
-    /// Send a relay message toward the client of `circuit` on `stream` (0: circuit level). DB_DATA and
-    /// DATA are flow-controlled: what exceeds the window waits in the circuit's queue. Returns false
+    /// Send a relay message toward the client of `circuit` on `stream` (0: circuit level). DATA and
+    /// bulk application commands are flow-controlled: what exceeds the window waits in the circuit's queue. Returns false
     /// once `circuitPauseBytes` or more wait on the circuit: stop producing until the delegate's
-    /// `streamWritable` callback (past `maximumQueuedBytesPerCircuit` the circuit is destroyed).
+    /// `streamWritable` callback (past `relay.maximumQueuedBytesPerCircuit` the circuit is destroyed).
     /// Call on `eventLoop`.
     @discardableResult
     public func sendApplicationMessage(_ circuit: RelayCircuitID, stream: UInt16, command: RelayCommand, body: ByteBuffer) throws -> Bool {
@@ -276,7 +258,7 @@ public final class OnionRelayServer: @unchecked Sendable {
         self.perform(try self.relay.closeStream(circuit, streamID: stream, reason: reason))
     }
 
-    /// The application ended an application stream by its own protocol (DB_END): free it at the relay
+    /// The application ended an application stream by its own protocol: free it at the relay
     /// without a RELAY_END (see `OnionRelay.releaseApplicationStream`). Call on `eventLoop`.
     public func releaseApplicationStream(_ circuit: RelayCircuitID, stream: UInt16) throws {
         self.eventLoop.preconditionInEventLoop()
@@ -419,7 +401,7 @@ public final class OnionRelayServer: @unchecked Sendable {
         }
         let remote = channel.remoteAddress.flatMap(IPAddress.init(socketAddress:))
         // A hostname resolved to something the policy rejects (e.g. a name pointing at loopback).
-        if let remote, !self.configuration.exitPolicy.allows(remote, port: UInt16(channel.remoteAddress?.port ?? 0)) {
+        if let remote, !self.configuration.relay.exitPolicy.allows(remote, port: UInt16(channel.remoteAddress?.port ?? 0)) {
             self.exits[key] = nil
             channel.close(promise: nil)
             self.perform((try? self.relay.streamConnectFailed(key.circuit, streamID: key.stream, reason: .exitPolicy)) ?? [])
