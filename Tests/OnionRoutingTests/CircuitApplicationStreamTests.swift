@@ -51,7 +51,7 @@ import Testing
 
     @Test func aCircuitOverItsQueueCapIsDestroyedWithResourceLimit() throws {
         let cap = 300_000
-        let (net, id, exit) = try oneHop { $0.maximumQueuedBytesPerCircuit = cap }
+        let (net, id, exit) = try oneHop { $0.queueLimits.maximumBytes = cap }
         let stream = try #require(try net.client.withCircuit(id) { try $0.openApplicationStream() } ?? nil)
         try clientSend(net, id, dbQuery, stream: stream)
         // Nothing is delivered to the client (no run()), so no circuit SENDME comes back: after the

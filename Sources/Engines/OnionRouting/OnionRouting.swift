@@ -8,10 +8,11 @@
 //   CircuitMultiplexer circuit-ID halves per channel role, the per-channel circuit table
 //   ClientCircuit      OP: CREATE2/CREATE_FAST then EXTEND2 per hop, streams (BEGIN/DATA/END, any relay
 //                      command incl. the application's), windows; ClientCircuitMultiplexer routes a channel's cells
-//   OnionRelay         OR: every circuit through this relay across its channels: CREATE2/CREATE_FAST,
-//                      forwarding both ways, EXTEND2 → `.openChannel`, exit streams → `.connect`,
-//                      application hook (`.application` / `sendApplicationMessage`) for the
-//                      configured `ApplicationCommands`
+//   OnionRelay         OR: every circuit through this relay across its channels: CREATE2/CREATE_FAST
+//                      and teardown (OnionRelay.swift), forwarding both ways (+Forwarding), EXTEND2 →
+//                      `.openChannel` (+Extend), exit streams → `.connect` (+ExitStreams), application
+//                      hook (`.application` / `sendApplicationMessage`, +ApplicationStreams) for the
+//                      configured `ApplicationCommands`; OnionRelayConfiguration, RelayAction
 //   AddressPolicy      exit and extend policies ("accept 127.0.0.1:*"; default reject)
 //   CircuitFailure     the log-worthy reason that goes with every DESTROY/END we send
 //

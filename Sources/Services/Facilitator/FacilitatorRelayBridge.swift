@@ -36,7 +36,7 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
     private let events: AsyncStream<Event>
     private let sink: AsyncStream<Event>.Continuation
     private weak var server: OnionRelayServer?
-    private var gate = CircuitSendGate(pauseBytes: 512 * 1024)
+    private var gate = CircuitSendGate(pauseBytes: CircuitQueueLimits.standard.pauseBytes)
     private let lock = NSLock()
     private var pending: [RelayCircuitID: Int] = [:]
     private var pendingTotal = 0
@@ -70,7 +70,7 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
     /// The server whose application this is (call once, before clients connect).
     public func attach(_ server: OnionRelayServer) {
         self.server = server
-        self.gate = CircuitSendGate(pauseBytes: server.configuration.circuitPauseBytes)
+        self.gate = CircuitSendGate(pauseBytes: server.configuration.relay.queueLimits.pauseBytes)
         server.application = self
     }
 

@@ -34,7 +34,7 @@ public actor LoopbackOnionNetwork: CircuitProvider {
     private let outboxSink: AsyncStream<ExitOutput>.Continuation
     /// Backpressure of the exit's answers, as `FacilitatorRelayBridge` does over TLS.
     private nonisolated let gate = CircuitSendGate(pauseBytes: LoopbackOnionNetwork.circuitPauseBytes)
-    public static let circuitPauseBytes = 512 * 1024
+    public static let circuitPauseBytes = CircuitQueueLimits.standard.pauseBytes
 
     public nonisolated let path: [CircuitHop]
     private var relays: [OnionRelay]
