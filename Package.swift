@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "PeersmProtocol",
             dependencies: [
-                "NetBasics",
+                "NetBasics", "TorCells",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -212,11 +212,11 @@ let package = Package(
             dependencies: ["NetBasics", "Testbed", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport"),
         .testTarget(name: "NetBasicsTests", dependencies: ["NetBasics", "TestSupport"]),
-        .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "NetBasics", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "TorCellsTests", dependencies: ["TorCells", "NetBasics", "PeersmProtocol", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TorCryptoTests", dependencies: ["TorCrypto", "NetBasics", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "PeersmProtocolTests", dependencies: ["PeersmProtocol", "NetBasics", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "NetBasics", "TorrentEngine", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "NetBasics", "TestSupport"]),
+        .testTarget(name: "OnionRoutingTests", dependencies: ["OnionRouting", "NetBasics", "PeersmProtocol", "TorrentEngine", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "OnionTransportTests", dependencies: ["OnionTransport", "NetBasics", "PeersmProtocol", "TestSupport"]),
         .testTarget(name: "TorrentEngineTests", dependencies: ["TorrentEngine", "NetBasics", "TestSupport"]),
         .testTarget(
             name: "BlocklistsTests",

@@ -129,7 +129,8 @@ import TorCrypto
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bridge = FacilitatorRelayBridge(maximumPendingPerCircuit: 16)
         // No service attached: it never takes anything, the busiest service there is.
-        let config = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0)
+        var config = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0)
+        config.relay.applicationCommands = FacilitatorRelayBridge.applicationCommands
         let server = try await OnionRelayServer.start(config, on: group.next())
         bridge.attach(server)
         let circuits = OnionCircuitProvider(path: [server.descriptor], eventLoopGroup: group)

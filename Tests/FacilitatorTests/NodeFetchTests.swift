@@ -29,8 +29,9 @@ import TorCrypto
         var servers: [OnionRelayServer] = []
         do {
             for i in 0..<3 {
-                let config = OnionRelayServerConfiguration(
-                    keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0, extendAllowPrivateAddresses: true)
+                var config = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0)
+                config.relay.extendAllowPrivateAddresses = true
+                config.relay.applicationCommands = FacilitatorRelayBridge.applicationCommands
                 let server = try await OnionRelayServer.start(config, on: group.next())
                 if i == 2 { bridge.attach(server) }
                 servers.append(server)

@@ -106,10 +106,9 @@ final class RealTorEnvironment: @unchecked Sendable {
         var ours: [OnionRelayServer] = []
         for index in 0..<ourRelays {
             let exit = index == ourRelays - 1
-            let config = OnionRelayServerConfiguration(
-                keys: try RelayKeys.generate(now: Date()),
-                exitPolicy: exit ? AddressPolicy(lines: ["accept 127.0.0.0/8:*", "reject *:*"])! : .rejectAll,
-                extendAllowPrivateAddresses: true)
+            var config = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()))
+            config.relay.exitPolicy = exit ? AddressPolicy(lines: ["accept 127.0.0.0/8:*", "reject *:*"])! : .rejectAll
+            config.relay.extendAllowPrivateAddresses = true
             ours.append(try await OnionRelayServer.start(config, on: group.next()))
         }
         return RealTorEnvironment(tor: tor, sink: sink, ours: ours, group: group, scratch: scratch)

@@ -165,12 +165,13 @@ final class RealTorFacilitatorEnvironment: @unchecked Sendable {
                                              signingKey: Curve25519.Signing.PrivateKey(),
                                              transport: bridge, configuration: config)
             bridge.attach(service)
-            let facilitator = try await OnionRelayServer.start(
-                OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date())), on: group.next())
+            var facilitatorConfig = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()))
+            facilitatorConfig.relay.applicationCommands = FacilitatorRelayBridge.applicationCommands
+            let facilitator = try await OnionRelayServer.start(facilitatorConfig, on: group.next())
             bridge.attach(facilitator)
-            let guardRelay = try await OnionRelayServer.start(
-                OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), extendAllowPrivateAddresses: true),
-                on: group.next())
+            var guardConfig = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()))
+            guardConfig.relay.extendAllowPrivateAddresses = true
+            let guardRelay = try await OnionRelayServer.start(guardConfig, on: group.next())
             return RealTorFacilitatorEnvironment(scratch: scratch, fixture: fixture, seeder: seeder, tor: tor, engine: engine,
                                                  service: service, bridge: bridge, guardRelay: guardRelay,
                                                  facilitator: facilitator, group: group)

@@ -43,7 +43,7 @@ import Testing
     }
 
     @Test func theOpeningCommandsAreConfigurable() throws {
-        let (net, id, exit) = try oneHop { $0.applicationOpeningCommands = [80, 81] }
+        let (net, id, exit) = try oneHop { $0.applicationCommands.opening = [80, 81] }
         let stream = try #require(try net.client.withCircuit(id) { try $0.openApplicationStream() } ?? nil)
         try clientSend(net, id, RelayCommand(80), stream: stream)
         #expect(net.relays[0].streamCount(exit) == 1)
@@ -51,7 +51,7 @@ import Testing
 
     @Test func aCircuitOverItsQueueCapIsDestroyedWithResourceLimit() throws {
         let cap = 300_000
-        let (net, id, exit) = try oneHop { $0.maximumQueuedBytesPerCircuit = cap }
+        let (net, id, exit) = try oneHop { $0.queueLimits.maximumBytes = cap }
         let stream = try #require(try net.client.withCircuit(id) { try $0.openApplicationStream() } ?? nil)
         try clientSend(net, id, dbQuery, stream: stream)
         // Nothing is delivered to the client (no run()), so no circuit SENDME comes back: after the

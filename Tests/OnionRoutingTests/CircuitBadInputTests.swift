@@ -6,6 +6,7 @@ import TorCrypto
 import TestSupport
 
 @testable import OnionRouting
+import PeersmProtocol
 
 /// A hand-driven client talking to one relay, so tests can send exactly the malformed, tampered or
 /// out-of-protocol cells a hostile client would.
@@ -24,6 +25,7 @@ struct RawHop {
         self.identity = try TestRelayIdentity(index: 0, rng: &seed)
         var config = OnionRelayConfiguration(identity: self.identity.rsa, ntorKeys: [self.identity.ntor])
         config.allowSingleHopExits = true  // the raw client is this relay's only hop
+        config.applicationCommands = .peersm
         configure(&config)
         self.relay = OnionRelay(configuration: config, rng: SplitMix64(seed: 6))
         self.relay.channelOpened(self.channel, role: .responder, peerIdentity: previousHop)

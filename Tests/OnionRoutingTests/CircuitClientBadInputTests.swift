@@ -5,6 +5,7 @@ import TorCrypto
 import TestSupport
 
 @testable import OnionRouting
+import PeersmProtocol
 
 /// A hand-driven one-hop relay facing a real `ClientCircuit`, so tests can send what a hostile exit would.
 struct RawRelay {

@@ -4,6 +4,7 @@ import TorCells
 import TestSupport
 
 @testable import OnionRouting
+import PeersmProtocol
 
 @Suite struct CircuitFlowControlTests {
     func digest(_ n: Int) -> SendmeDigest { SendmeDigest([UInt8](repeating: UInt8(n & 0xFF), count: 20))! }
@@ -14,11 +15,15 @@ import TestSupport
     }
 
     @Test func onlyDataAndDbDataCount() {
-        #expect(RelayCommand.data.flowControl == .circuitAndStream)
-        #expect(RelayCommand.dbData.flowControl == .circuitOnly)
+        let peersm = ApplicationCommands.peersm
+        #expect(peersm.flowControl(of: .data) == .circuitAndStream)
+        #expect(peersm.flowControl(of: .dbData) == .circuitOnly)
         for command in [RelayCommand.begin, .end, .sendme, .connected, .extend2, .dbQuery, .dbConnected, .dbEnd, .dbSendme, .dbInfo, RelayCommand(200)] {
-            #expect(command.flowControl == .none, "\(command)")
+            #expect(peersm.flowControl(of: command) == .none, "\(command)")
         }
+        // Without an application, DB_DATA is just an unknown command.
+        #expect(ApplicationCommands.none.flowControl(of: .data) == .circuitAndStream)
+        #expect(ApplicationCommands.none.flowControl(of: .dbData) == .none)
     }
 
     @Test func packageWindowStopsAtZeroAndRefills() throws {
@@ -103,7 +108,7 @@ import TestSupport
     // MARK: the endpoint's queues
 
     @Test func endpointQueuesBeyondWindowsAndKeepsEndBehindData() throws {
-        var endpoint = CircuitEndpoint(minimumSendmeVersion: 1)
+        var endpoint = CircuitEndpoint(minimumSendmeVersion: 1, applicationCommands: .peersm)
         endpoint.addStream(1)
         for cell in relayCells(command: .data, streamID: 1, data: pattern(600 * 498, seed: 1)) { endpoint.enqueue(cell) }
         endpoint.enqueue(RelayCell(ours: .end(End(reason: .done)), streamID: 1))
@@ -124,7 +129,7 @@ import TestSupport
     }
 
     @Test func endpointRoundRobinsBetweenStreams() {
-        var endpoint = CircuitEndpoint(minimumSendmeVersion: 1)
+        var endpoint = CircuitEndpoint(minimumSendmeVersion: 1, applicationCommands: .peersm)
         for id: UInt16 in [1, 2] {
             endpoint.addStream(id)
             for cell in relayCells(command: .data, streamID: id, data: pattern(3 * 498, seed: 1)) { endpoint.enqueue(cell) }

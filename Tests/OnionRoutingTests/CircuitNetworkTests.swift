@@ -5,6 +5,7 @@ import TorCells
 import TorCrypto
 
 @testable import OnionRouting
+import PeersmProtocol
 
 /// A client and three relays wired in memory, with real ntor keys and relay crypto.
 @Suite struct CircuitNetworkTests {

@@ -5,6 +5,7 @@ import TorCrypto
 import TestSupport
 
 @testable import OnionRouting
+import PeersmProtocol
 
 /// A test relay's identity and keys (real ntor keys; identities and keys drawn from the test's seed).
 struct TestRelayIdentity {
@@ -64,13 +65,15 @@ final class TestNetwork {
         for i in 0..<relayCount {
             let identity = try TestRelayIdentity(index: i, rng: &rng)
             var config = OnionRelayConfiguration(
-                identity: identity.rsa, ntorKeys: [identity.ntor], extendAllowPrivateAddresses: true)
+                identity: identity.rsa, ntorKeys: [identity.ntor], extendAllowPrivateAddresses: true,
+                applicationCommands: .peersm)
             configure(i, &config)
             self.identities.append(identity)
             self.relays.append(OnionRelay(configuration: config, rng: SplitMix64(seed: seed &+ UInt64(i) &+ 100)))
         }
         self.client = ClientCircuitMultiplexer(
-            rng: SplitMix64(seed: seed &+ 7), makeCircuitRNG: { SplitMix64(seed: seed &+ 11) })
+            rng: SplitMix64(seed: seed &+ 7), makeCircuitRNG: { SplitMix64(seed: seed &+ 11) },
+            applicationCommands: .peersm)
         self.channelEnds[self.clientChannel] = (.client, .relay(0))
         self.relays[0].channelOpened(self.clientChannel, role: .responder, peerIdentity: nil)
     }

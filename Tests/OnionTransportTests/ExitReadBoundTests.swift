@@ -5,6 +5,7 @@ import NIOPosix
 import OnionRouting
 import OnionTransport
 import Testing
+import PeersmProtocol
 
 /// An exit reads its TCP socket only while the circuit has room: against a client that stops reading
 /// (so stops sending stream SENDMEs), the bytes the exit holds for the circuit stay near
@@ -22,7 +23,7 @@ import Testing
         let server = try await PatternServer.start(group: serverGroup, sendCount: size, sendSeed: 5, receiveCount: 0, receiveSeed: 0)
 
         let (peak, circuitsWhileStalled, received, mismatch) = try await withDeadline(120, "stalled exit stream") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
             var check = PatternStream(seed: 5)

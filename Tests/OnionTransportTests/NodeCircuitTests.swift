@@ -8,6 +8,7 @@ import OnionTransport
 import Testing
 import TorCells
 import TorCrypto
+import PeersmProtocol
 
 /// Our client through three of our relays (TLS links, link handshakes with AUTHENTICATE between the
 /// relays, ntor, EXTEND2, relay crypto, SENDMEs) to a TCP server behind the exit.
@@ -24,7 +25,7 @@ import TorCrypto
         defer { Task { try? await group.shutdownGracefully() } }
 
         let (received, mismatch) = try await withDeadline(120, "4 MiB each way") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
             let writer = Task {
@@ -68,7 +69,7 @@ import TorCrypto
         defer { Task { try? await group.shutdownGracefully() } }
 
         let outcome: Result<Int, OnionClientError> = try await withDeadline(60, "DESTROY mid-transfer") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
             var received = 0
@@ -106,7 +107,7 @@ import TorCrypto
         defer { Task { try? await group.shutdownGracefully() } }
 
         let error: OnionClientError? = try await withDeadline(60, "BEGIN refused") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             // CREATE_FAST to the first hop here (the other tests use ntor everywhere).
             let circuit = try await client.buildCircuit(through: relays.path, firstHop: .createFast)
             do {
@@ -134,7 +135,7 @@ import TorCrypto
         defer { Task { try? await group.shutdownGracefully() } }
 
         let replies: [ApplicationMessage] = try await withDeadline(60, "DB_QUERY round trip") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openApplicationStream()
             // 1200 bytes in three DB_QUERY messages (a non-data message fits one cell); the DB_DATA
@@ -205,7 +206,7 @@ import TorCrypto
         let server = try await PatternServer.start(group: serverGroup, sendCount: size, sendSeed: 9, receiveCount: 0, receiveSeed: 0)
 
         let (stalled, received, mismatch) = try await withDeadline(180, "slow reader") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
             let stalled = try await stall(of: { server.sentBytes.withLockedValue { $0 } }, before: size)
@@ -246,7 +247,7 @@ import TorCrypto
         let written = NIOLockedValueBox(0)
 
         let stalled = try await withDeadline(180, "slow destination") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openStream(host: "127.0.0.1", port: UInt16(server.port))
             let writer = Task {
@@ -282,7 +283,7 @@ import TorCrypto
         let relays = try await OurRelays.start(group: group)
         defer { Task { try? await group.shutdownGracefully() } }
         let (links, circuits) = try await withDeadline(60, "three circuits") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             var built: [OnionCircuit] = []
             for _ in 0..<3 { built.append(try await client.buildCircuit(through: relays.path)) }
             let links = try await relays.middle.linkCount()
@@ -314,7 +315,7 @@ import TorCrypto
         defer { Task { try? await group.shutdownGracefully() } }
 
         let (received, mismatch) = try await withDeadline(120, "4 MiB of DB_DATA") {
-            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next())
+            let client = try await OnionClient.connect(to: relays.guardRelay.descriptor, on: group.next(), applicationCommands: .peersm)
             let circuit = try await client.buildCircuit(through: relays.path)
             let stream = try await circuit.openApplicationStream()
             try await stream.send(command: .dbQuery, body: ByteBuffer(string: "all of it"))

@@ -6,6 +6,7 @@ import OnionRouting
 import OnionTransport
 import TorCells
 import TorCrypto
+import PeersmProtocol
 
 /// Deterministic pseudo-random bytes (xorshift64*), so both ends can check a transfer byte-exact
 /// without holding a copy: `PatternStream(seed)` yields the same sequence everywhere.
@@ -211,9 +212,10 @@ struct OurRelays {
     static func start(group: EventLoopGroup, application: OnionRelayApplication? = nil, webSocketGuard: Bool = false) async throws -> OurRelays {
         func relay(exit: Bool, webSocket: Bool = false) async throws -> OnionRelayServer {
             let keys = try RelayKeys.generate(now: Date())
-            let config = OnionRelayServerConfiguration(
-                keys: keys, webSocketPort: webSocket ? 0 : nil, exitPolicy: exit ? Self.exitPolicy : .rejectAll,
-                extendAllowPrivateAddresses: true)
+            var config = OnionRelayServerConfiguration(keys: keys, webSocketPort: webSocket ? 0 : nil)
+            config.relay.exitPolicy = exit ? Self.exitPolicy : .rejectAll
+            config.relay.extendAllowPrivateAddresses = true
+            config.relay.applicationCommands = .peersm
             return try await OnionRelayServer.start(config, on: group.next(), application: exit ? application : nil)
         }
         return OurRelays(

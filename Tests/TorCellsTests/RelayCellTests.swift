@@ -2,6 +2,7 @@ import NIOCore
 import Testing
 import TestSupport
 @testable import TorCells
+import PeersmProtocol
 
 @Suite("Relay cells")
 struct RelayCellTests {

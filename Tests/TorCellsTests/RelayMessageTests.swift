@@ -3,6 +3,7 @@ import NIOCore
 import Testing
 import TestSupport
 @testable import TorCells
+import PeersmProtocol
 
 // Byte vectors: C tor captures and hand-made cases published in arti's
 // crates/tor-cell/tests/testvec_relaymsg.rs (bytes only), plus our own edge cases.
@@ -168,7 +169,7 @@ struct RelayMessageTests {
         #expect(relayError(.extended2, "0041 " + reply) == .truncated(field: "HDATA"))
     }
 
-    @Test("Unparsed commands (unknown, XON/XOFF, Peersm DB_*) stay raw and round-trip")
+    @Test("Unparsed commands (unknown, XON/XOFF, application commands such as Peersm DB_*) stay raw and round-trip")
     func raw() throws {
         try checkRelay(RelayCommand(249), "617262697472617279206279746573", .raw(RelayCommand(249), buffer(Array("arbitrary bytes".utf8))))
         for command in [RelayCommand.xoff, .xon, .resolve, .dbInfo, .dbQuery, .dbConnected, .dbData, .dbEnd, .dbSendme] {
@@ -176,7 +177,10 @@ struct RelayMessageTests {
         }
         #expect(RelayCommand.xoff.rawValue == 43 && RelayCommand.xon.rawValue == 44)
         #expect(RelayCommand.dbInfo.rawValue == 80 && RelayCommand.dbSendme.rawValue == 85)
-        #expect(RelayCommand.dbData.description == "DB_DATA" && RelayCommand(200).description == "RELAY_COMMAND(200)")
-        #expect(RelayCommand.data.isStreamCommand && !RelayCommand.extend2.isStreamCommand && RelayCommand.dbData.isStreamCommand)
+        // TorCells names no application command: they print and classify as unknown ones do.
+        #expect(RelayCommand.dbData.description == "RELAY_COMMAND(83)" && RelayCommand(200).description == "RELAY_COMMAND(200)")
+        #expect(RelayCommand.data.isStreamCommand && !RelayCommand.extend2.isStreamCommand && !RelayCommand.dbData.isStreamCommand)
+        #expect(ApplicationCommands.peersm.contains(.dbQuery) && !ApplicationCommands.peersm.contains(.data))
+        #expect(ApplicationCommands.peersm.opening == [81] && ApplicationCommands.peersm.bulk == [83])
     }
 }

@@ -57,7 +57,8 @@ public struct ChannelCommand: RawRepresentable, Hashable, Sendable, CustomString
     }
 }
 
-/// A relay cell command (tor-spec §6.1, with C tor's XOFF = 43, XON = 44, and the Peersm range).
+/// A relay cell command (tor-spec §6.1, with C tor's XOFF = 43, XON = 44). Commands an application
+/// defines above the Tor layers are kept raw; see `ApplicationCommands`.
 public struct RelayCommand: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt8
     public init(rawValue: UInt8) { self.rawValue = rawValue }
@@ -85,20 +86,13 @@ public struct RelayCommand: RawRepresentable, Hashable, Sendable, CustomStringCo
     /// The 2023 tor-spec.txt swaps these two; C tor's or.h (XOFF 43, XON 44) is authoritative.
     public static let xoff = RelayCommand(43)
     public static let xon = RelayCommand(44)
-    // Peersm commands, numbered as node-Tor does. Bodies are parsed by PeersmProtocol.
-    public static let dbInfo = RelayCommand(80)
-    public static let dbQuery = RelayCommand(81)
-    public static let dbConnected = RelayCommand(82)
-    public static let dbData = RelayCommand(83)
-    public static let dbEnd = RelayCommand(84)
-    public static let dbSendme = RelayCommand(85)
 
     /// Whether this command concerns a stream (and so needs a non-zero stream ID), per tor-spec §6.1.
-    /// Unknown commands report false; Peersm DB_* commands are stream-level.
+    /// Unknown and application commands report false (an application's commands may be circuit-level).
     public var isStreamCommand: Bool {
         switch self {
         case .begin, .data, .end, .connected, .resolve, .resolved, .beginDir, .xoff, .xon: return true
-        default: return (80...85).contains(rawValue)
+        default: return false
         }
     }
 
@@ -123,12 +117,6 @@ public struct RelayCommand: RawRepresentable, Hashable, Sendable, CustomStringCo
         case .paddingNegotiated: return "PADDING_NEGOTIATED"
         case .xoff: return "XOFF"
         case .xon: return "XON"
-        case .dbInfo: return "DB_INFO"
-        case .dbQuery: return "DB_QUERY"
-        case .dbConnected: return "DB_CONNECTED"
-        case .dbData: return "DB_DATA"
-        case .dbEnd: return "DB_END"
-        case .dbSendme: return "DB_SENDME"
         default: return "RELAY_COMMAND(\(rawValue))"
         }
     }

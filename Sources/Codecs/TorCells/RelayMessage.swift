@@ -4,7 +4,7 @@ import NetBasics
 /// A parsed relay message body (tor-spec §6).
 ///
 /// Commands this codec doesn't parse — RESOLVE, RESOLVED, the obsolete EXTEND/EXTENDED, padding
-/// negotiation, XON/XOFF, the Peersm DB_* range (parsed by PeersmProtocol), onion-service and
+/// negotiation, XON/XOFF, an application's commands (`ApplicationCommands`), onion-service and
 /// unknown commands — are kept as `.raw(command, body)` and re-encode byte for byte.
 public enum RelayMessage: Hashable, Sendable {
     case begin(Begin)

@@ -125,9 +125,10 @@ public final class FacilitatorNode: Service, @unchecked Sendable {
                 stack.push { [service] in await service.shutdown(); bridge.finish() }
                 // The relay identity persists across restarts (requesters pin it); short-lived certs are renewed on load.
                 let relayKeys = try RelayKeys.loadOrCreate(directory: dataDirectory.appendingPathComponent("relay-keys"), now: Date())
-                let relayConfig = OnionRelayServerConfiguration(
-                    keys: relayKeys, host: settings.relayHost, port: settings.relayPort,
-                    allowNonLoopbackBind: settings.relayPublic, extendAllowPrivateAddresses: settings.extendToPrivateAddresses)
+                var relayConfig = OnionRelayServerConfiguration(
+                    keys: relayKeys, host: settings.relayHost, port: settings.relayPort, allowNonLoopbackBind: settings.relayPublic)
+                relayConfig.relay.extendAllowPrivateAddresses = settings.extendToPrivateAddresses
+                relayConfig.relay.applicationCommands = FacilitatorRelayBridge.applicationCommands
                 let server: OnionRelayServer
                 do {
                     server = try await OnionRelayServer.start(relayConfig, on: loops.next(), logger: Logger(label: "peersm.relay"))

@@ -126,8 +126,8 @@ struct Demo: AsyncParsableCommand {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
             var servers: [OnionRelayServer] = []
             for i in 0..<2 {
-                let relayConfig = OnionRelayServerConfiguration(
-                    keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0, extendAllowPrivateAddresses: true)
+                var relayConfig = OnionRelayServerConfiguration(keys: try RelayKeys.generate(now: Date()), host: "127.0.0.1", port: 0)
+                relayConfig.relay.extendAllowPrivateAddresses = true
                 servers.append(try await OnionRelayServer.start(relayConfig, on: group.next()))
                 say("  relay \(i + 1)        \(RelaySpec.format(servers[i].descriptor))")
             }

@@ -6,7 +6,7 @@ import PeersmProtocol
 import TorCells
 
 /// Connects a `FacilitatorService` to an `OnionRelayServer` (the TLS node runtime): relay messages
-/// 80–85 reaching the server as last hop go to the service in cell order; the service's answers go
+/// (`applicationCommands`) reaching the server as last hop go to the service in cell order; the service's answers go
 /// back onto the server's event loop in the order they were produced.
 ///
 /// Both directions are bounded. Toward the service: DB_QUERY, DB_SENDME and DB_END count against no
@@ -24,6 +24,10 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
         case writable(RelayCircuitID)
     }
 
+    /// The relay commands the server must hand to this bridge: set them as the server's
+    /// `relay.applicationCommands` (the Tor layers know no Peersm command).
+    public static let applicationCommands = ApplicationCommands.peersm
+
     /// Messages one circuit may have waiting for the service.
     public let maximumPendingPerCircuit: Int
     /// Messages all circuits together may have waiting for the service.
@@ -32,7 +36,7 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
     private let events: AsyncStream<Event>
     private let sink: AsyncStream<Event>.Continuation
     private weak var server: OnionRelayServer?
-    private var gate = CircuitSendGate(pauseBytes: 512 * 1024)
+    private var gate = CircuitSendGate(pauseBytes: CircuitQueueLimits.standard.pauseBytes)
     private let lock = NSLock()
     private var pending: [RelayCircuitID: Int] = [:]
     private var pendingTotal = 0
@@ -66,7 +70,7 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
     /// The server whose application this is (call once, before clients connect).
     public func attach(_ server: OnionRelayServer) {
         self.server = server
-        self.gate = CircuitSendGate(pauseBytes: server.configuration.circuitPauseBytes)
+        self.gate = CircuitSendGate(pauseBytes: server.configuration.relay.queueLimits.pauseBytes)
         server.application = self
     }
 

@@ -35,12 +35,12 @@ public actor LoopbackOnionNetwork: CircuitProvider {
     private let outboxSink: AsyncStream<ExitOutput>.Continuation
     /// Backpressure of the exit's answers, as `FacilitatorRelayBridge` does over TLS.
     private nonisolated let gate = CircuitSendGate(pauseBytes: LoopbackOnionNetwork.circuitPauseBytes)
-    public static let circuitPauseBytes = 512 * 1024
+    public static let circuitPauseBytes = CircuitQueueLimits.standard.pauseBytes
 
     public nonisolated let path: [CircuitHop]
     private var relays: [OnionRelay]
     private let identities: [RSAIdentity]
-    private var client = ClientCircuitMultiplexer()
+    private var client = ClientCircuitMultiplexer(applicationCommands: .peersm)
     private let clientChannel = ChannelID(0)
     private var channelEnds: [ChannelID: (Node, Node)] = [:]
     private var nextChannel: UInt64 = 1
@@ -64,7 +64,8 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         for i in 0..<relayCount {
             let rsa = try RSAIdentity(bytes: (0..<20).map { _ in UInt8.random(in: 0...255, using: &generator) })
             let ntor = NtorSecretKey.generate(identity: rsa)
-            let config = OnionRelayConfiguration(identity: rsa, ntorKeys: [ntor], extendAllowPrivateAddresses: true)
+            let config = OnionRelayConfiguration(
+                identity: rsa, ntorKeys: [ntor], extendAllowPrivateAddresses: true, applicationCommands: .peersm)
             relays.append(OnionRelay(configuration: config))
             identities.append(rsa)
             path.append(CircuitHop(address: IPv4Address(127, 0, 0, UInt8(i + 1)), port: 9001, ntorKey: ntor.publicKey))

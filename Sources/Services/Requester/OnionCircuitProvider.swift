@@ -20,7 +20,8 @@ public struct OnionCircuitProvider: CircuitProvider {
 
     public func buildCircuit() async throws -> any FacilitatorCircuit {
         guard let first = path.first else { throw CircuitLost("empty path") }
-        let client = try await OnionClient.connect(to: first, on: eventLoopGroup.next(), timeout: buildTimeout)
+        let client = try await OnionClient.connect(
+            to: first, on: eventLoopGroup.next(), applicationCommands: .peersm, timeout: buildTimeout)
         do {
             let circuit = try await client.buildCircuit(through: path, timeout: buildTimeout)
             return NodeFacilitatorCircuit(client: client, circuit: circuit)

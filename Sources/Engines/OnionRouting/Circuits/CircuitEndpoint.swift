@@ -27,8 +27,12 @@ struct CircuitEndpoint {
     /// Bytes queued on all streams of the circuit (what the relay holds for it).
     private(set) var totalQueuedBytes = 0
 
-    init(minimumSendmeVersion: UInt8) {
+    /// Which application commands count toward the windows (besides DATA).
+    let applicationCommands: ApplicationCommands
+
+    init(minimumSendmeVersion: UInt8, applicationCommands: ApplicationCommands) {
         self.circuitPackage = CircuitPackageWindow(minimumAcceptedVersion: minimumSendmeVersion)
+        self.applicationCommands = applicationCommands
     }
 
     // MARK: streams
@@ -81,7 +85,7 @@ struct CircuitEndpoint {
         for _ in 0..<self.ready.count {
             let id = self.ready.removeFirst()
             guard let head = self.streams[id]?.queue.first else { continue }
-            let flow = head.command.flowControl
+            let flow = self.applicationCommands.flowControl(of: head.command)
             let blockedByCircuit = flow.countsTowardCircuitWindow && !self.circuitPackage.canSend
             let blockedByStream = flow.countsTowardStreamWindow && id != 0 && !self.streams[id]!.package.canSend
             if blockedByCircuit || blockedByStream {
@@ -100,12 +104,12 @@ struct CircuitEndpoint {
 
     /// Whether the cell about to be sent must have its running digest recorded (SENDME v1).
     func needsDigest(_ cell: RelayCell) -> Bool {
-        cell.command.flowControl.countsTowardCircuitWindow && self.circuitPackage.nextCellNeedsDigest
+        self.applicationCommands.flowControl(of: cell.command).countsTowardCircuitWindow && self.circuitPackage.nextCellNeedsDigest
     }
 
     /// Charge the circuit window for a cell just encrypted and sent.
     mutating func didSend(_ cell: RelayCell, digest: SendmeDigest?) {
-        if cell.command.flowControl.countsTowardCircuitWindow {
+        if self.applicationCommands.flowControl(of: cell.command).countsTowardCircuitWindow {
             self.circuitPackage.didSend(digest: digest)
         }
     }
@@ -114,13 +118,13 @@ struct CircuitEndpoint {
 
     /// Charge the circuit deliver window; returns the circuit SENDME to send now, if any.
     mutating func receivedCircuitLevel(_ cell: RelayCell, digest: SendmeDigest?) throws(FlowControlViolation) -> Sendme? {
-        guard cell.command.flowControl.countsTowardCircuitWindow else { return nil }
+        guard self.applicationCommands.flowControl(of: cell.command).countsTowardCircuitWindow else { return nil }
         return try self.circuitDeliver.didReceive(digest: digest)
     }
 
     /// Charge a stream's deliver window; returns how many stream SENDMEs to send now (already accounted).
     mutating func receivedStreamLevel(_ cell: RelayCell) throws(FlowControlViolation) -> Int {
-        guard cell.command.flowControl.countsTowardStreamWindow, cell.streamID != 0,
+        guard self.applicationCommands.flowControl(of: cell.command).countsTowardStreamWindow, cell.streamID != 0,
             self.streams[cell.streamID] != nil
         else { return 0 }
         _ = try self.streams[cell.streamID]!.deliver.didReceive()

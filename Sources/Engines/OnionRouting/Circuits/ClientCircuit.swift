@@ -35,7 +35,7 @@ public enum ClientCircuitEvent: Hashable, Sendable {
     /// DATA on a stream.
     case streamData(streamID: UInt16, ByteBuffer)
     /// Any other relay message on a stream or at circuit level (stream 0) that the circuit does not
-    /// consume itself — in particular the Peersm DB_* commands 80–85.
+    /// consume itself — in particular an application's commands (`ApplicationCommands`).
     case streamMessage(streamID: UInt16, command: RelayCommand, body: ByteBuffer)
     /// The stream is gone: END from the exit, or our END after the exit broke the stream's protocol.
     case streamEnded(streamID: UInt16, End)
@@ -59,7 +59,8 @@ public enum ClientCircuitError: Error, Hashable, Sendable {
     case pathTooLong(Int)
     case emptyPath
     case invalidTarget(CellError)
-    /// A non-data relay message longer than one cell (498 bytes); only DATA and DB_DATA are split.
+    /// A non-data relay message longer than one cell (498 bytes); only DATA and bulk application
+    /// commands are split.
     case messageTooLong(RelayCommand, Int)
 }
 
@@ -102,6 +103,7 @@ public struct ClientCircuit {
     private var relayEarlySent = 0
     private var rng: any RandomNumberGenerator
     private let minimumSendmeVersion: UInt8
+    private let applicationCommands: ApplicationCommands
 
     /// Start building. Returns the circuit and the CREATE2 / CREATE_FAST cell to send.
     ///
@@ -109,17 +111,21 @@ public struct ClientCircuit {
     ///   - rng: randomness for the handshakes' ephemeral secrets, relay-cell padding and stream IDs: a CSPRNG
     ///     in production; a seeded generator makes a test's every byte reproducible.
     ///   - minimumSendmeVersion: lowest SENDME version accepted from the hops (1 = authenticated only).
+    ///   - applicationCommands: the application's commands, for their flow control and splitting.
     public static func build(
         circuitID: UInt32,
         path: [CircuitHop],
         firstHop: FirstHopHandshake = .ntor,
         rng: any RandomNumberGenerator = SystemRandomNumberGenerator(),
-        minimumSendmeVersion: UInt8 = 1
+        minimumSendmeVersion: UInt8 = 1,
+        applicationCommands: ApplicationCommands = .none
     ) throws(ClientCircuitError) -> (ClientCircuit, [ClientCircuitAction]) {
         guard !path.isEmpty else { throw .emptyPath }
         // Each hop after the first costs one RELAY_EARLY EXTEND2.
         guard path.count - 1 <= maximumRelayEarlyCells else { throw .pathTooLong(path.count) }
-        var circuit = ClientCircuit(circuitID: circuitID, path: path, rng: rng, minimumSendmeVersion: minimumSendmeVersion)
+        var circuit = ClientCircuit(
+            circuitID: circuitID, path: path, rng: rng, minimumSendmeVersion: minimumSendmeVersion,
+            applicationCommands: applicationCommands)
         let message: ChannelMessage
         switch firstHop {
         case .ntor:
@@ -139,11 +145,15 @@ public struct ClientCircuit {
         return (circuit, [circuit.channelCell(message)])
     }
 
-    private init(circuitID: UInt32, path: [CircuitHop], rng: any RandomNumberGenerator, minimumSendmeVersion: UInt8) {
+    private init(
+        circuitID: UInt32, path: [CircuitHop], rng: any RandomNumberGenerator, minimumSendmeVersion: UInt8,
+        applicationCommands: ApplicationCommands
+    ) {
         self.circuitID = circuitID
         self.path = path
         self.phase = .building(hop: 0)
         self.minimumSendmeVersion = minimumSendmeVersion
+        self.applicationCommands = applicationCommands
         var rng = rng
         // A random first stream ID, as C tor does, so IDs do not count the circuit's streams from 1.
         self.lastStreamID = UInt16.random(in: 1...UInt16.max, using: &rng)
@@ -231,7 +241,7 @@ public struct ClientCircuit {
     }
 
     /// Reserve a stream ID without BEGIN, for application protocols that open streams implicitly
-    /// (Peersm's DB_QUERY picks a fresh stream ID and sends on it directly).
+    /// (an application command that opens a stream is sent on a fresh stream ID directly).
     public mutating func openApplicationStream() throws(ClientCircuitError) -> UInt16 {
         try self.reserveStream(phase: .open)
     }
@@ -242,13 +252,13 @@ public struct ClientCircuit {
         try self.send(command: .data, body: data, onStream: id)
     }
 
-    /// Send an arbitrary relay message (e.g. Peersm DB_QUERY 81) on a stream, or at circuit level with
-    /// stream 0. DATA and DB_DATA bodies longer than 498 bytes are split into several cells; other
+    /// Send an arbitrary relay message (e.g. an application command) on a stream, or at circuit level with
+    /// stream 0. DATA and bulk application bodies longer than 498 bytes are split into several cells; other
     /// messages must fit one cell, since splitting would change their meaning.
     public mutating func send(command: RelayCommand, body: ByteBuffer, onStream id: UInt16) throws(ClientCircuitError) -> [ClientCircuitAction] {
         guard self.phase == .open else { throw .notOpen }
         guard id == 0 || self.streamPhases[id] != nil else { throw .unknownStream(id) }
-        guard body.readableBytes <= RelayCellBody.maximumDataLength || command.flowControl.countsTowardCircuitWindow else {
+        guard body.readableBytes <= RelayCellBody.maximumDataLength || self.applicationCommands.splits(command) else {
             throw .messageTooLong(command, body.readableBytes)
         }
         return self.sendToExit(relayCells(command: command, streamID: id, data: body))
@@ -296,7 +306,8 @@ public struct ClientCircuit {
     /// A hop answered: add its layer, then extend to the next one or report the circuit open.
     private mutating func addHop(_ keys: CircuitKeys) -> [ClientCircuitAction] {
         do { try self.crypto.addHop(keys) } catch { return self.fail(.crypto("\(error)")) }
-        self.hops.append(CircuitEndpoint(minimumSendmeVersion: self.minimumSendmeVersion))
+        self.hops.append(CircuitEndpoint(
+            minimumSendmeVersion: self.minimumSendmeVersion, applicationCommands: self.applicationCommands))
         let next = self.hops.count
         guard next < self.path.count else {
             self.phase = .open
@@ -380,7 +391,7 @@ public struct ClientCircuit {
         }
         let id = cell.streamID
         if id == 0 {
-            guard !cell.command.isStreamCommand || (80...85).contains(cell.command.rawValue) else {
+            guard !cell.command.isStreamCommand else {
                 return self.fail(.badStreamID(cell.command, 0))
             }
             return actions + [.event(.streamMessage(streamID: 0, command: cell.command, body: cell.data))]

@@ -15,6 +15,7 @@ public struct ClientCircuitMultiplexer {
     private var table: CircuitMultiplexer<ClientCircuit>
     private var rng: any RandomNumberGenerator
     private let makeCircuitRNG: () -> any RandomNumberGenerator
+    private let applicationCommands: ApplicationCommands
 
     /// - Parameters:
     ///   - role: `.initiator` when we opened the channel, as clients always do.
@@ -22,13 +23,16 @@ public struct ClientCircuitMultiplexer {
     ///   - makeCircuitRNG: each circuit's own generator for handshake secrets, relay-cell padding and stream
     ///     IDs. Both secrets and padding must be unpredictable (authenticated SENDMEs rely on the padding),
     ///     so production uses the system CSPRNG.
+    ///   - applicationCommands: the application's relay commands, passed to every circuit.
     public init(
         role: ChannelRole = .initiator, rng: any RandomNumberGenerator = SystemRandomNumberGenerator(),
-        makeCircuitRNG: @escaping () -> any RandomNumberGenerator = { SystemRandomNumberGenerator() }
+        makeCircuitRNG: @escaping () -> any RandomNumberGenerator = { SystemRandomNumberGenerator() },
+        applicationCommands: ApplicationCommands = .none
     ) {
         self.table = CircuitMultiplexer(role: role)
         self.rng = rng
         self.makeCircuitRNG = makeCircuitRNG
+        self.applicationCommands = applicationCommands
     }
 
     public var circuitIDs: [UInt32] { Array(self.table.ids) }
@@ -43,7 +47,7 @@ public struct ClientCircuitMultiplexer {
         }
         let (circuit, actions) = try ClientCircuit.build(
             circuitID: id, path: path, firstHop: firstHop, rng: self.makeCircuitRNG(),
-            minimumSendmeVersion: minimumSendmeVersion)
+            minimumSendmeVersion: minimumSendmeVersion, applicationCommands: self.applicationCommands)
         self.table[id] = circuit
         return (id, actions)
     }

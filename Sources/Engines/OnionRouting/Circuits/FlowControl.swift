@@ -190,9 +190,8 @@ public struct CircuitDeliverWindow: Hashable, Sendable {
     }
 }
 
-/// Which windows a relay command's cells consume. Only DATA counts in tor; Peersm's DB_DATA (83) also
-/// counts toward the circuit window because the Peersm clients (node-Tor) acknowledge every received
-/// cell with circuit SENDMEs, while its per-stream pacing uses DB_SENDME (85) at the application level.
+/// Which windows a relay command's cells consume. Only DATA counts in tor; an application's bulk
+/// commands (`ApplicationCommands.bulk`) count toward the circuit window only.
 public struct FlowControlClass: Hashable, Sendable {
     public var countsTowardCircuitWindow: Bool
     public var countsTowardStreamWindow: Bool
@@ -203,13 +202,14 @@ public struct FlowControlClass: Hashable, Sendable {
 
 }
 
-extension RelayCommand {
+extension ApplicationCommands {
     /// Which flow-control windows a cell with this command consumes.
-    public var flowControl: FlowControlClass {
-        switch self {
-        case .data: .circuitAndStream
-        case .dbData: .circuitOnly
-        default: .none
-        }
+    public func flowControl(of command: RelayCommand) -> FlowControlClass {
+        if command == .data { return .circuitAndStream }
+        return self.bulk.contains(command.rawValue) ? .circuitOnly : .none
     }
+
+    /// Whether a body longer than one cell may be split into several cells (DATA and bulk commands);
+    /// splitting any other message would change its meaning.
+    public func splits(_ command: RelayCommand) -> Bool { self.flowControl(of: command).countsTowardCircuitWindow }
 }

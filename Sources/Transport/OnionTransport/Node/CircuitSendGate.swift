@@ -8,7 +8,7 @@ import OnionRouting
 /// `submitted`, so it overshoots by at most the batch it just handed over, however far the event loop
 /// lags behind; the relay side reports with `applied` / `queueChanged` and resumes the producer.
 ///
-/// Use the relay's `circuitPauseBytes` as `pauseBytes`: the relay calls back (`streamWritable`) only
+/// Use the relay's `CircuitQueueLimits.pauseBytes` as `pauseBytes`: the relay calls back (`streamWritable`) only
 /// for circuits whose queue reached that value, which is what makes every stop end in a resume.
 /// Thread-safe.
 public final class CircuitSendGate: @unchecked Sendable {

@@ -32,7 +32,7 @@ public enum OnionClientError: Error, Hashable, Sendable, CustomStringConvertible
     }
 }
 
-/// A relay message on an application stream (Peersm DB_* commands) or at circuit level.
+/// A relay message on an application stream (the application's commands) or at circuit level.
 public struct ApplicationMessage: Hashable, Sendable {
     public var command: RelayCommand
     public var body: ByteBuffer
@@ -63,15 +63,17 @@ public final class OnionClient: @unchecked Sendable {
     /// Connect to `firstHop`, run the link handshake as a client and check the relay's identity.
     /// - Parameter webSocket: reach the first hop through its WebSocket bridge listener (node-Tor's
     ///   transport) at this port and path, instead of its ORPort.
+    /// - Parameter applicationCommands: the application's relay commands (their flow control and splitting).
     public static func connect(
         to firstHop: CircuitHop, on eventLoop: EventLoop, webSocket: (port: UInt16, path: String)? = nil,
+        applicationCommands: ApplicationCommands = .none,
         timeout: TimeAmount = .seconds(30),
         writeQueueLimit: Int = 256 * 1024, readBufferLimit: Int = 1 << 20,
         logger: Logger = Logger(label: "onion.client")
     ) async throws -> OnionClient {
         let client = OnionClient(
             firstHop: firstHop, eventLoop: eventLoop, writeQueueLimit: writeQueueLimit,
-            readBufferLimit: readBufferLimit, logger: logger)
+            readBufferLimit: readBufferLimit, applicationCommands: applicationCommands, logger: logger)
         let link = OnionLink(
             id: ChannelID(0),
             endpoint: .client(expecting: ExpectedPeerIdentity(
@@ -86,7 +88,10 @@ public final class OnionClient: @unchecked Sendable {
         return client
     }
 
-    private init(firstHop: CircuitHop, eventLoop: EventLoop, writeQueueLimit: Int, readBufferLimit: Int, logger: Logger) {
+    private init(
+        firstHop: CircuitHop, eventLoop: EventLoop, writeQueueLimit: Int, readBufferLimit: Int,
+        applicationCommands: ApplicationCommands, logger: Logger
+    ) {
         self.firstHop = firstHop
         self.eventLoop = eventLoop
         self.writeQueueLimit = writeQueueLimit
@@ -94,7 +99,8 @@ public final class OnionClient: @unchecked Sendable {
         self.logger = logger
         self.openPromise = eventLoop.makePromise()
         self.mux = ClientCircuitMultiplexer(
-            role: .initiator, rng: FastRandomNumberGenerator(), makeCircuitRNG: { FastRandomNumberGenerator() })
+            role: .initiator, rng: FastRandomNumberGenerator(), makeCircuitRNG: { FastRandomNumberGenerator() },
+            applicationCommands: applicationCommands)
     }
 
     /// Build a circuit through `path` (`path[0]` must be this client's first hop). Returns once every
@@ -251,7 +257,7 @@ public final class OnionCircuit: @unchecked Sendable {
         return try await future.get()
     }
 
-    /// Reserve a stream for an application protocol that opens streams implicitly (Peersm DB_QUERY).
+    /// Reserve a stream for an application protocol that opens streams implicitly (a command that opens a stream).
     public func openApplicationStream() async throws -> OnionApplicationStream {
         try await self.eventLoop.submit {
             let sid = try self.client.withCircuit(self) { try $0.openApplicationStream() }
@@ -407,7 +413,7 @@ public final class OnionStream: AsyncSequence, @unchecked Sendable {
     }
 }
 
-/// A stream carrying arbitrary relay commands (Peersm DB_QUERY, DB_DATA, …).
+/// A stream carrying arbitrary relay commands (an application protocol's).
 public final class OnionApplicationStream: AsyncSequence, @unchecked Sendable {
     public typealias Element = ApplicationMessage
     public let id: UInt16
@@ -434,7 +440,7 @@ public final class OnionApplicationStream: AsyncSequence, @unchecked Sendable {
     }
 
     /// Every message that arrived since the last call (at least one; waits for one if none), in
-    /// order; nil once the stream ended cleanly. Bulk consumers (Peersm DB_DATA, one message per
+    /// order; nil once the stream ended cleanly. Bulk consumers (bulk application commands, one message per
     /// cell) should read this way: one hop to the event loop per batch rather than per message.
     /// Do not mix with iterating the stream from another task.
     public func nextBatch() async throws -> [ApplicationMessage]? {

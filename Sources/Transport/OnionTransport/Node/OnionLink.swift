@@ -32,7 +32,7 @@ public enum OnionLinkError: Error, Hashable, Sendable {
 /// flushes when the current event-loop task is done, so a burst of cells leaves in one flush.
 ///
 /// Reading is paused while a link that this one's cells produce output for cannot take more: the link
-/// itself (replies no window limits, such as DB_END BUSY or END, go back to the peer that is not
+/// itself (replies no window limits, such as an application's refusals or END, go back to the peer that is not
 /// reading them) or, at a relay, the link its circuits forward to (`setReadBlocked`). Otherwise such
 /// cells pile up in NIO's outbound buffer without bound.
 final class OnionLink: ChannelDuplexHandler, @unchecked Sendable {
@@ -177,7 +177,7 @@ final class WriteCoalescingHandler: ChannelOutboundHandler {
     typealias OutboundOut = ByteBuffer
 
     /// Past this many pending bytes the batch is passed on and flushed without waiting for the end of
-    /// the event-loop task. A relay forwarding a burst (a facilitator's 500 DB_DATA, a 256 KB socket
+    /// the event-loop task. A relay forwarding a burst (500 bulk application cells, a 256 KB socket
     /// read) then hands the next hop its first cells while it still works on the rest: hops overlap
     /// instead of each one storing the whole burst before forwarding any of it.
     static let batchLimit = 32 * 1024
