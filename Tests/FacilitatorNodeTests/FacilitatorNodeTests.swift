@@ -16,7 +16,7 @@ import Testing
         return s
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func startsStopsAndNamesABusyRelayPort() async throws {
         let dir = try TemporaryDirectory("facilitator-node")
         let port = Int(freePort())

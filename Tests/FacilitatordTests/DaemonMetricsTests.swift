@@ -27,7 +27,7 @@ import Testing
         return (Int(lines.last ?? "") ?? -1, lines.dropLast().joined(separator: "\n"))
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func scrapeEndpointServesTheServicesMetrics() async throws {
         let exe = try #require(builtExecutable("facilitatord"), "swift build --product facilitatord first")
         let dir = try TemporaryDirectory("daemon-metrics")

@@ -57,7 +57,7 @@ struct DaemonTorrentConfigTests {
         return daemon.log
     }
 
-    @Test(.enabled(if: PrivateNetwork.isPrivate, PrivateNetwork.skipReason))
+    @Test(.privateNetwork)
     func logLevelAppliesToTheEngineLoggers() async throws {
         let debug = try await Self.startupLog("debug")
         #expect(debug.contains("peersm.torrent: ") && debug.contains("session started"), "\(debug)")
