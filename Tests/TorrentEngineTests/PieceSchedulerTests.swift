@@ -238,6 +238,67 @@ struct PieceSchedulerTests {
         #expect(!s.scheduler.isNeeded(3))
     }
 
+    @Test func aLateStreamIsServedFromRetainedPiecesWithinTheLimit() throws {
+        var s = Swarm()
+        s.apply(s.scheduler.setRetentionLimit(3))
+        try s.open(1, Self.plan(0, 9), readAhead: 2)
+        for _ in 0..<5 {
+            s.deliverAll()
+            s.consume(1)
+        }
+        #expect(s.read[1] == [0, 1, 2, 3, 4])
+        #expect(s.releasedLog == [0, 1], "only the three pieces read last stay in memory")
+        #expect(s.scheduler.retained == [2, 3, 4])
+        // A stream starting at piece 2 reads it from memory, and nothing it needs is released.
+        s.scheduler.addStream(2)
+        s.apply(try s.scheduler.begin(2, plan: Self.plan(2, 9), readAhead: 2))
+        #expect(s.consume(2) == 2)
+        #expect(s.scheduler.retained == [2], "3 and 4 are stream 2's now, not the retention's")
+        s.apply(s.scheduler.setRetentionLimit(0))
+        #expect(s.releasedLog == [0, 1, 2])
+        #expect(s.consume(2) == 3, "a piece a stream still needs survives any limit")
+        // One starting at piece 0 comes too late.
+        s.scheduler.addStream(3)
+        #expect(throws: PieceScheduler.Refusal.pieceAlreadyRelayed(piece: 0)) {
+            try s.scheduler.begin(3, plan: Self.plan(0, 9), readAhead: 2)
+        }
+        s.apply(s.scheduler.removeStream(3))   // the engine ends a refused stream
+        for _ in 0..<20 {
+            s.deliverAll()
+            s.consume(1)
+            s.consume(2)
+        }
+        #expect(s.read[1] == Array(0...9))
+        #expect(s.read[2] == Array(2...9))
+        #expect(s.inMemory.isEmpty && s.scheduler.retained.isEmpty)
+    }
+
+    @Test func retentionNeverHoldsMoreThanItsLimit() throws {
+        var s = Swarm()
+        s.apply(s.scheduler.setRetentionLimit(4))
+        try s.open(1, Self.plan(0, 15), readAhead: 3)
+        for _ in 0..<40 {
+            s.deliverAll()
+            s.consume(1)
+            #expect(s.scheduler.retained.count <= 4)
+            #expect(s.inMemory.count <= 4 + 3, "retained pieces plus the window")
+        }
+        #expect(s.read[1] == Array(0...15))
+        #expect(s.scheduler.retained == [12, 13, 14, 15])
+        s.apply(s.scheduler.removeStream(1))
+        s.apply(s.scheduler.setRetentionLimit(0))
+        #expect(s.inMemory.isEmpty)
+    }
+
+    @Test func windowBytesCountsPlannedStreams() throws {
+        var s = Swarm()
+        try s.open(1, Self.plan(0, 9), readAhead: 3)
+        s.scheduler.addStream(2)
+        #expect(s.scheduler.windowBytes == 300)
+        s.apply(try s.scheduler.begin(2, plan: Self.plan(0, 9), readAhead: 2))
+        #expect(s.scheduler.windowBytes == 500)
+    }
+
     @Test func readAheadSharesTheBudget() {
         #expect(PieceScheduler.readAhead(pieceLength: 1 << 20, memoryBudget: 64 << 20, maxPieces: 64, streams: 0) == 64)
         #expect(PieceScheduler.readAhead(pieceLength: 1 << 20, memoryBudget: 64 << 20, maxPieces: 16, streams: 1) == 16)

@@ -5,9 +5,12 @@
 /// actions returned, in order.
 ///
 /// Several streams may share one torrent (two requesters asking for the same file): a verified
-/// piece stays readable until every stream that still needs it has read it, and only then leaves
-/// memory. A piece that has left memory is not fetched again by libtorrent (it counts as had), so
-/// a stream whose range needs one is refused with `pieceAlreadyRelayed`.
+/// piece stays readable until every stream that still needs it has read it. A piece no stream
+/// needs any more is retained while the memory budget has room for it (`retentionLimit`, set by
+/// the engine from what the streams' windows leave free), for a requester that starts reading a
+/// moment later, then leaves memory oldest first. A piece that has left memory is not fetched
+/// again by libtorrent (it counts as had), so a stream whose range needs one is refused with
+/// `pieceAlreadyRelayed`.
 public struct PieceScheduler: Sendable {
     public typealias StreamID = UInt64
 
@@ -43,6 +46,10 @@ public struct PieceScheduler: Sendable {
     public private(set) var released: Set<Int> = []
     /// Pieces with a deadline set and not verified yet.
     public private(set) var deadlined: Set<Int> = []
+    /// Verified pieces no stream needs, oldest first: kept for late readers up to `retentionLimit`.
+    public private(set) var retained: [Int] = []
+    /// How many unneeded pieces may stay in memory (0: every piece leaves once read).
+    public private(set) var retentionLimit = 0
 
     public init() {}
 
@@ -54,6 +61,11 @@ public struct PieceScheduler: Sendable {
     }
 
     // MARK: - Queries
+
+    /// Memory the streams' read-ahead windows may fill (their readAhead pieces each).
+    public var windowBytes: Int64 {
+        slots.values.reduce(0) { sum, slot in sum + (slot.plan.map { Int64(slot.readAhead) * $0.pieceLength } ?? 0) }
+    }
 
     /// The streams whose range is known.
     public var plannedStreams: Int { slots.values.filter { $0.plan != nil }.count }
@@ -132,6 +144,12 @@ public struct PieceScheduler: Sendable {
         return actions
     }
 
+    /// How many pieces no stream needs may stay in memory; past it the oldest leave.
+    public mutating func setRetentionLimit(_ pieces: Int) -> [Action] {
+        retentionLimit = max(0, pieces)
+        return trimRetained()
+    }
+
     // MARK: - Policy
 
     /// Deadlines on the next `readAhead` pieces of the stream still missing, nearest first.
@@ -146,9 +164,23 @@ public struct PieceScheduler: Sendable {
         return actions
     }
 
+    /// A piece no stream needs: retained while there is room, released oldest first.
     private mutating func drop(_ piece: Int) -> [Action] {
-        guard ready.remove(piece) != nil else { return [] }
-        released.insert(piece)
-        return [.release(piece: piece)]
+        guard ready.contains(piece) else { return [] }
+        if !retained.contains(piece) { retained.append(piece) }
+        return trimRetained()
+    }
+
+    private mutating func trimRetained() -> [Action] {
+        // A late stream may need a retained piece again: it is no longer the retention's to drop.
+        retained = retained.filter { ready.contains($0) && !isNeeded($0) }
+        var actions: [Action] = []
+        while retained.count > retentionLimit {
+            let p = retained.removeFirst()
+            ready.remove(p)
+            released.insert(p)
+            actions.append(.release(piece: p))
+        }
+        return actions
     }
 }

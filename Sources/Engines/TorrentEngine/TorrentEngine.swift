@@ -8,7 +8,8 @@ import NetBasics
 /// Streams pull: each `next()` of a stream asks this actor for the next event; the scheduler keeps
 /// piece deadlines on a small window ahead of each consumer, so a slow consumer slows libtorrent
 /// (the window does not move) and memory stays within `memoryBudget`. Pieces live only in the
-/// shim's in-memory store and leave it once every stream that needs them has read them; a torrent
+/// shim's in-memory store and leave it once every stream that needs them has read them (pieces
+/// nobody needs stay only while the budget has room, for late readers, oldest out first); a torrent
 /// is removed when its last stream ends, so nothing is seeded afterwards.
 ///
 /// Free-rider mode (configured in the shim, checked by the tests): no peer is ever unchoked, piece
@@ -250,6 +251,7 @@ public actor TorrentEngine {
         } catch .pieceAlreadyRelayed(let p) {
             throw TorrentEngineError.pieceAlreadyRelayed(infoHash: md.infoHash, piece: p)
         }
+        rebalanceRetention()
         st.queue.append(.progress(.start))
         st.queue.append(.ready(TorrentStreamInfo(
             torrent: TorrentID(raw: st.torrent.id), infoHash: md.infoHash, fileIndex: file.index,
@@ -281,6 +283,23 @@ public actor TorrentEngine {
         t.streams.remove(sid)
         perform(t, t.scheduler.removeStream(sid))
         release(t)
+        rebalanceRetention()
+    }
+
+    /// What the streams' read-ahead windows leave of the memory budget is shared among the open
+    /// torrents as room for pieces no stream needs any more, so that a requester who starts
+    /// reading a moment after another (two peers asking for one file) still finds the first
+    /// pieces in memory. Never more than the budget: past it libtorrent would stop writing while
+    /// every stream waits.
+    private func rebalanceRetention() {
+        let open = torrents.values.filter { $0.metadata != nil && $0.failure == nil }
+        guard !open.isEmpty else { return }
+        let windows = open.reduce(Int64(0)) { $0 + $1.scheduler.windowBytes }
+        let share = max(0, Int64(settings.memoryBudget) - windows) / Int64(open.count)
+        for t in open {
+            let pieceLength = Int64(max(1, t.metadata?.pieceLength ?? 1))
+            perform(t, t.scheduler.setRetentionLimit(Int(share / pieceLength)))
+        }
     }
 
     // MARK: - Torrent bookkeeping
