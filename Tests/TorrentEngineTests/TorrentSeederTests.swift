@@ -163,11 +163,16 @@ struct TorrentFreeRiderTests {
         // Disk proof: nothing of the content was ever written under the engine's data directory.
         let disk = bytesOnDisk(dataDir)
         #expect(disk.bytes == 0 && disk.files.isEmpty, "found on disk: \(disk.files)")
-        // And the pieces have left memory too.
-        #expect(stats.storeBytes == 0, "pieces still held: \(stats.storeBytes) bytes")
-        #expect(stats.storePeakBytes > 0 && stats.storePeakBytes <= Int64(TorrentEngineSettings().memoryBudget) + 64 * 1024)
+        // While the torrent is held, pieces nobody needs may stay in memory (retained for a late
+        // reader), within the budget; once it goes, they leave memory too.
+        let budget = Int64(TorrentEngineSettings().memoryBudget)
+        #expect(stats.storeBytes <= budget, "pieces held: \(stats.storeBytes) bytes")
+        #expect(stats.storePeakBytes > 0 && stats.storePeakBytes <= budget + 64 * 1024)
         await engine.close(id)
         #expect(await engine.openTorrents.isEmpty)
+        let emptied = await eventually(.seconds(5)) { (try? await engine.sessionStats().storeBytes) == 0 }
+        let left = (try? await engine.sessionStats().storeBytes) ?? -1
+        #expect(emptied, "pieces still held after the torrent went: \(left) bytes")
         await engine.shutdown()
     }
 }
