@@ -290,13 +290,17 @@ struct PieceSchedulerTests {
         #expect(s.inMemory.isEmpty)
     }
 
-    @Test func windowBytesCountsPlannedStreams() throws {
+    @Test func windowBytesCountsEachWindowPieceOnce() throws {
         var s = Swarm()
         try s.open(1, Self.plan(0, 9), readAhead: 3)
         s.scheduler.addStream(2)
-        #expect(s.scheduler.windowBytes == 300)
+        #expect(s.scheduler.windowBytes == 300, "a stream whose range is unknown has no window yet")
         s.apply(try s.scheduler.begin(2, plan: Self.plan(0, 9), readAhead: 2))
-        #expect(s.scheduler.windowBytes == 500)
+        #expect(s.scheduler.windowBytes == 300, "the same pieces 0…2 and 0…1")
+        try s.open(3, Self.plan(8, 15), readAhead: 4)
+        #expect(s.scheduler.windowBytes == 700, "pieces 0…2 and 8…11")
+        try s.open(4, Self.plan(14, 15), readAhead: 4)
+        #expect(s.scheduler.windowBytes == 900, "a window ends with its range: 14, 15")
     }
 
     @Test func readAheadSharesTheBudget() {

@@ -62,9 +62,17 @@ public struct PieceScheduler: Sendable {
 
     // MARK: - Queries
 
-    /// Memory the streams' read-ahead windows may fill (their readAhead pieces each).
+    /// Memory the streams' read-ahead windows may fill: the pieces in any stream's window, each
+    /// counted once (streams reading the same part of the file share their windows).
     public var windowBytes: Int64 {
-        slots.values.reduce(0) { sum, slot in sum + (slot.plan.map { Int64(slot.readAhead) * $0.pieceLength } ?? 0) }
+        var pieces = Set<Int>()
+        var pieceLength: Int64 = 0
+        for slot in slots.values {
+            guard let plan = slot.plan else { continue }
+            pieceLength = plan.pieceLength
+            pieces.formUnion(plan.window(readAhead: slot.readAhead))
+        }
+        return Int64(pieces.count) * pieceLength
     }
 
     /// The streams whose range is known.
