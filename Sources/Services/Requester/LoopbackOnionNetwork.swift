@@ -239,14 +239,6 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         try? relays[relays.count - 1].releaseApplicationStream(circuit, streamID: streamID)
     }
 
-    /// After cells moved: resume the exit application on circuits whose queue drained.
-    private func resumeDrainedCircuits() {
-        let exit = relays.count - 1
-        for circuit in gate.blockedCircuits where gate.queueChanged(circuit, queued: relays[exit].queuedBytes(circuit)) {
-            exitEventSink.yield(.circuitWritable(circuit))
-        }
-    }
-
     // MARK: delivery
 
     /// Delivers cells until none is in flight. Re-entrant calls return at once (the outer loop continues).
@@ -273,7 +265,6 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         }
         inFlight.removeAll(keepingCapacity: true)
         inFlightHead = 0
-        resumeDrainedCircuits()
     }
 
     private func handleClient(_ id: UInt32, _ actions: [ClientCircuitAction]) {
@@ -319,6 +310,11 @@ public actor LoopbackOnionNetwork: CircuitProvider {
                 exitEventSink.yield(.message(circuit, streamID: streamID, command: command.rawValue, body: body))
             case .closeStream(let circuit, let streamID, _) where isExit:
                 exitEventSink.yield(.streamClosed(circuit, streamID: streamID))
+            case .resumeProducer(let circuit, _) where isExit:
+                // The exit relay decided the circuit's queue drained, as it tells `OnionRelayServer`.
+                if gate.queueChanged(circuit, queued: relays[r].queuedBytes(circuit)) {
+                    exitEventSink.yield(.circuitWritable(circuit))
+                }
             case .circuitClosed(let circuit, _, _) where isExit:
                 gate.remove(circuit)
                 exitEventSink.yield(.circuitClosed(circuit))
