@@ -223,14 +223,11 @@ public actor LoopbackOnionNetwork: CircuitProvider {
 
     private func exitSend(_ circuit: RelayCircuitID, _ streamID: UInt16, _ batch: [(command: PeersmRelayCommand, body: ByteBuffer)], bytes: Int) {
         let exit = relays.count - 1
-        for (command, body) in batch {
-            // The circuit or stream may be gone already (DESTROY crossed our answer): drop it, as a relay would.
-            guard let actions = try? relays[exit].sendApplicationMessage(circuit, streamID: streamID, command: RelayCommand(command.rawValue), body: body) else { break }
-            handleRelay(exit, actions)
-        }
-        if gate.applied(circuit, bytes: bytes, queued: relays[exit].queuedBytes(circuit)) {
-            exitEventSink.yield(.circuitWritable(circuit))
-        }
+        let resumed = gate.deliver(circuit, bytes: bytes, batch, send: { message in
+            handleRelay(exit, try relays[exit].sendApplicationMessage(
+                circuit, streamID: streamID, command: RelayCommand(message.command.rawValue), body: message.body))
+        }, queued: { relays[exit].queuedBytes(circuit) })
+        if resumed { exitEventSink.yield(.circuitWritable(circuit)) }
         run()
     }
 
