@@ -31,6 +31,25 @@ import Testing
         return (net, id, exit, stream)
     }
 
+    /// One hop whose exit has a connected exit stream (the test plays its TCP socket).
+    func exitStream(_ limits: CircuitQueueLimits) throws -> (TestNetwork, RelayCircuitID, UInt16) {
+        let net = try TestNetwork(relayCount: 1) { _, config in
+            config.queueLimits = limits
+            config.allowSingleHopExits = true
+            config.exitPolicy = AddressPolicy(lines: ["accept 127.0.0.1:*", "reject *:*"])!
+        }
+        let id = try net.buildCircuit()
+        net.onConnect = { _, _, _, _ in .connected(.v4(IPv4Address(127, 0, 0, 1))) }
+        var stream: UInt16 = 0
+        try net.clientCall(id) { circuit in
+            let (s, actions) = try circuit.openStream(host: "127.0.0.1", port: 80)
+            stream = s
+            return actions
+        }
+        net.run()
+        return (net, try #require(net.relays[0].circuitIDs.first), stream)
+    }
+
     @Test func anApplicationCrossingThePauseIsPausedOnceAndResumedWhenTheClientDrainsIt() throws {
         let limits = CircuitQueueLimits(pauseBytes: 20_000, maximumBytes: 1 << 20)
         let (net, id, exit, stream) = try applicationStream(limits)
@@ -81,21 +100,7 @@ import Testing
 
     @Test func anExitStreamPausesOnItsOwnQueueAndResumesOnItsStreamSendmes() throws {
         let limits = CircuitQueueLimits(pauseBytes: 1 << 20, exitStreamPauseBytes: 10_000, maximumBytes: 4 << 20)
-        let net = try TestNetwork(relayCount: 1) { _, config in
-            config.queueLimits = limits
-            config.allowSingleHopExits = true
-            config.exitPolicy = AddressPolicy(lines: ["accept 127.0.0.1:*", "reject *:*"])!
-        }
-        let id = try net.buildCircuit()
-        net.onConnect = { _, _, _, _ in .connected(.v4(IPv4Address(127, 0, 0, 1))) }
-        var stream: UInt16 = 0
-        try net.clientCall(id) { circuit in
-            let (s, actions) = try circuit.openStream(host: "127.0.0.1", port: 80)
-            stream = s
-            return actions
-        }
-        net.run()
-        let exit = try #require(net.relays[0].circuitIDs.first)
+        let (net, exit, stream) = try exitStream(limits)
         let chunk = ByteBuffer(repeating: 3, count: cell)
         // The 500-cell stream window runs out long before the circuit's; then the stream's queue fills.
         var reads = 0
@@ -115,21 +120,7 @@ import Testing
 
     @Test func anExitStreamThatEndsWhilePausedIsNotResumed() throws {
         let limits = CircuitQueueLimits(pauseBytes: 1 << 20, exitStreamPauseBytes: 10_000, maximumBytes: 4 << 20)
-        let net = try TestNetwork(relayCount: 1) { _, config in
-            config.queueLimits = limits
-            config.allowSingleHopExits = true
-            config.exitPolicy = AddressPolicy(lines: ["accept 127.0.0.1:*", "reject *:*"])!
-        }
-        let id = try net.buildCircuit()
-        net.onConnect = { _, _, _, _ in .connected(.v4(IPv4Address(127, 0, 0, 1))) }
-        var stream: UInt16 = 0
-        try net.clientCall(id) { circuit in
-            let (s, actions) = try circuit.openStream(host: "127.0.0.1", port: 80)
-            stream = s
-            return actions
-        }
-        net.run()
-        let exit = try #require(net.relays[0].circuitIDs.first)
+        let (net, exit, stream) = try exitStream(limits)
         let chunk = ByteBuffer(repeating: 4, count: cell)
         while pauses(net, 0).isEmpty {
             try net.relayCall(0) { try $0.streamReceived(exit, streamID: stream, data: chunk) }
