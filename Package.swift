@@ -7,6 +7,7 @@
 //   engines      OnionRouting (sans-I/O channel/circuit/stream state machines)
 //                TorrentEngine (the one Swift owner of the libtorrent session)
 //   transport    OnionTransport (thin NIO handlers: TLS link, WebSocket)
+//                PeersmCircuits (circuits to a facilitator: TLS or in-memory LoopbackOnionNetwork)
 //   services     Facilitator, Requester, Blocklists
 //   composition  FacilitatorNode (the one place a facilitator node is wired, started and stopped, and
 //                its declarative config table: used by facilitatord, peersm-demo and the tests)
@@ -104,6 +105,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Transport/OnionTransport"),
+        // Circuits whose last hop is a facilitator: the circuit-provider interface the requester
+        // builds on, over TLS links (`OnionCircuitProvider`) or in memory (`LoopbackOnionNetwork`).
+        .target(
+            name: "PeersmCircuits",
+            dependencies: [
+                "NetBasics", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCells", "TorCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Transport/PeersmCircuits"),
 
         // MARK: services
         .target(
@@ -131,7 +142,7 @@ let package = Package(
         .target(
             name: "Requester",
             dependencies: [
-                "NetBasics", "OnionRouting", "OnionTransport", "PeersmProtocol", "TorCells", "TorCrypto",
+                "NetBasics", "OnionRouting", "PeersmCircuits", "PeersmProtocol", "TorCells", "TorCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -142,7 +153,8 @@ let package = Package(
             name: "FacilitatorNode",
             dependencies: [
                 "Facilitator", "Blocklists", "OnionTransport", "TorCrypto", "TorrentEngine", "NetBasics",
-                "Requester",  // RelaySpec (the spec line `peersm --via` parses), LoopbackOnionNetwork (in-memory front)
+                "Requester",  // RelaySpec (the spec line `peersm --via` parses)
+                "PeersmCircuits",  // LoopbackOnionNetwork (in-memory front)
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -174,7 +186,7 @@ let package = Package(
         .executableTarget(
             name: "peersm",
             dependencies: [
-                "Requester", "FetchConsole", "OnionRouting", "PeersmProtocol", "NetBasics",
+                "Requester", "PeersmCircuits", "FetchConsole", "OnionRouting", "PeersmProtocol", "NetBasics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -183,7 +195,7 @@ let package = Package(
         .executableTarget(
             name: "peersm-demo",
             dependencies: [
-                "FacilitatorNode", "FetchConsole", "Testbed", "Requester", "OnionRouting", "OnionTransport",
+                "FacilitatorNode", "FetchConsole", "Testbed", "Requester", "PeersmCircuits", "OnionRouting", "OnionTransport",
                 "PeersmProtocol", "TorCrypto", "NetBasics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -234,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "FacilitatorTests",
             dependencies: [
-                "Facilitator", "FacilitatorNode", "Requester", "TestSupport", "TorrentEngine", "PeersmProtocol",
+                "Facilitator", "FacilitatorNode", "Requester", "PeersmCircuits", "TestSupport", "TorrentEngine", "PeersmProtocol",
                 "OnionRouting", "OnionTransport", "TorCrypto", "NetBasics",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -244,7 +256,7 @@ let package = Package(
             dependencies: [
                 "NetBasics", "OnionTransport", "OnionRouting", "TestSupport",
                 // RealTorFacilitatorTests: seeder → our facilitator ← C tor middle ← requester.
-                "Facilitator", "Requester", "TorrentEngine", "PeersmProtocol", "TorCrypto",
+                "Facilitator", "Requester", "PeersmCircuits", "TorrentEngine", "PeersmProtocol", "TorCrypto",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOPosix", package: "swift-nio"),
             ]),
     ],

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import OnionRouting
 import OnionTransport
+import PeersmCircuits
 import PeersmProtocol
 import Requester
 import TestSupport

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NetBasics
 import NIOCore
+import PeersmCircuits
 import PeersmProtocol
 import Requester
 import Testing

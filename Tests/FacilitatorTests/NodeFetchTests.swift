@@ -4,6 +4,7 @@ import Foundation
 import NIOPosix
 import OnionRouting
 import OnionTransport
+import PeersmCircuits
 import PeersmProtocol
 import Requester
 import TestSupport

@@ -4,6 +4,7 @@ import FacilitatorNode  // LoopbackOnionNetwork ⇄ FacilitatorService conforman
 import Foundation
 import NIOCore
 import OnionRouting
+import PeersmCircuits
 import PeersmProtocol
 import Requester
 

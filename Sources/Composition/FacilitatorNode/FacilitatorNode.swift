@@ -8,6 +8,7 @@ import Metrics
 import NIOCore
 import NIOPosix
 import OnionTransport
+import PeersmCircuits
 import Prometheus
 import Requester
 import ServiceLifecycle

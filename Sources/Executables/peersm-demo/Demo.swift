@@ -8,6 +8,7 @@ import NetBasics
 import NIOPosix
 import OnionRouting
 import OnionTransport
+import PeersmCircuits
 import TorCrypto
 import PeersmProtocol
 import Requester

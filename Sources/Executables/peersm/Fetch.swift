@@ -4,6 +4,7 @@ import NetBasics
 import Logging
 import OnionRouting
 import FetchConsole
+import PeersmCircuits
 import PeersmProtocol
 import Requester
 

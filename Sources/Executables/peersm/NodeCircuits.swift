@@ -1,5 +1,6 @@
 import NIOPosix
 import OnionRouting
+import PeersmCircuits
 import Requester
 
 /// Circuits over real TLS links to the relays named on the command line (node runtime).

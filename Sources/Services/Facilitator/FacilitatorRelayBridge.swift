@@ -130,17 +130,12 @@ public final class FacilitatorRelayBridge: OnionRelayApplication, FacilitatorTra
         _ = gate.submitted(circuit, bytes: bytes)
         let gate = self.gate
         server.eventLoop.execute {
-            // A failure means the circuit or stream is gone (DESTROY crossed our answer): the rest would
-            // fail alike, and dropping is what a relay does. A `false` from the server needs no action
-            // here: the gate already counts these bytes and the server calls `streamWritable` later.
-            for message in batch {
-                do {
-                    try server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(message.command.rawValue), body: message.body)
-                } catch {
-                    break
-                }
-            }
-            if gate.applied(circuit, bytes: bytes, queued: server.queuedBytes(circuit)) { self.sink.yield(.writable(circuit)) }
+            // A `false` from the server needs no action here: the gate already counts these bytes and
+            // the server calls `streamWritable` on the relay's `resumeProducer`.
+            let resumed = gate.deliver(circuit, bytes: bytes, batch, send: { message in
+                try server.sendApplicationMessage(circuit, stream: streamID, command: RelayCommand(message.command.rawValue), body: message.body)
+            }, queued: { server.queuedBytes(circuit) })
+            if resumed { self.sink.yield(.writable(circuit)) }
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import PeersmCircuits
 import PeersmProtocol
 
 public struct FetchOptions: Sendable {

@@ -25,7 +25,9 @@ extension OnionRelay {
 
     /// Application hook: send a relay message back toward the client on `streamID` (0: circuit level).
     /// Bulk application commands and DATA are flow-controlled: what does not fit the window is queued, and
-    /// bodies over 498 bytes are split into several cells. Other messages must fit one cell.
+    /// bodies over 498 bytes are split into several cells. Other messages must fit one cell. Returns
+    /// `pauseProducer` once the circuit holds `queueLimits.pauseBytes` (stop producing on the stream
+    /// until `resumeProducer`); past `queueLimits.maximumBytes` the circuit is destroyed.
     public mutating func sendApplicationMessage(_ id: RelayCircuitID, streamID: UInt16, command: RelayCommand, body: ByteBuffer) throws(OnionRelayError) -> [RelayAction] {
         guard self.circuits[id] != nil else { throw .unknownCircuit(id) }
         guard body.readableBytes <= RelayCellBody.maximumDataLength || self.configuration.applicationCommands.splits(command) else {
@@ -34,7 +36,7 @@ extension OnionRelay {
         if streamID != 0 {
             guard self.circuits[id]!.streams[streamID] != nil else { throw .unknownStream(id, streamID) }
         }
-        return self.originate(id, relayCells(command: command, streamID: streamID, data: body))
+        return self.originate(id, relayCells(command: command, streamID: streamID, data: body), producer: .application, on: streamID)
     }
 
     /// Application hook: the application is done with an application stream (its protocol ended it):

@@ -47,10 +47,11 @@ extension OnionRelay {
         return self.endStream(id, streamID, reason: reason, closeTCP: false)
     }
 
-    /// Exit: bytes read from the stream's TCP connection; sent as DATA as the windows allow.
+    /// Exit: bytes read from the stream's TCP connection; sent as DATA as the windows allow. Returns
+    /// `pauseProducer` when the owner must stop reading the socket (`resumeProducer` follows).
     public mutating func streamReceived(_ id: RelayCircuitID, streamID: UInt16, data: ByteBuffer) throws(OnionRelayError) -> [RelayAction] {
         guard self.circuits[id]?.streams[streamID] == .open else { throw .unknownStream(id, streamID) }
-        return self.originate(id, relayCells(command: .data, streamID: streamID, data: data))
+        return self.originate(id, relayCells(command: .data, streamID: streamID, data: data), producer: .exitReads, on: streamID)
     }
 
     /// Exit: the TCP connection closed (or the application ends a stream). Sends END after queued data.

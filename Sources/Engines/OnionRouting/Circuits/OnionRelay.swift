@@ -59,6 +59,8 @@ public struct OnionRelay {
         var relayEarlyReceived = 0
         var endpoint: CircuitEndpoint
         var streams: [UInt16: StreamState] = [:]
+        /// Streams whose producer we told to pause (`RelayAction.pauseProducer`), and what it is.
+        var pausedProducers: [UInt16: Producer] = [:]
     }
 
     var channels: [ChannelID: Channel] = [:]
@@ -125,6 +127,17 @@ public struct OnionRelay {
 
     /// Feed a cell received on `channel` (already framed by the channel layer).
     public mutating func receive(_ cell: ChannelCell, on channel: ChannelID) -> [RelayAction] {
+        let side = self.channels[channel]?.circuits[cell.circuitID]
+        var actions = self.receiveCell(cell, on: channel)
+        // A SENDME (or an END dropping a stream's queue) may have made room for paused producers.
+        switch side {
+        case .previous(let id)?, .next(let id)?: actions += self.resumeProducers(id)
+        case nil: break
+        }
+        return actions
+    }
+
+    mutating func receiveCell(_ cell: ChannelCell, on channel: ChannelID) -> [RelayAction] {
         guard let entry = self.channels[channel] else {
             return [.dropped(channel, circuitID: cell.circuitID, reason: "cell on unregistered channel")]
         }
@@ -273,8 +286,9 @@ public struct OnionRelay {
         (0..<count).flatMap { _ in self.originateNow(id, RelayCell(ours: .sendme(.v0), streamID: streamID)) }
     }
 
-    /// Queue cells toward the client and send what the windows allow.
-    mutating func originate(_ id: RelayCircuitID, _ cells: [RelayCell]) -> [RelayAction] {
+    /// Queue cells toward the client and send what the windows allow. `producer`: the exit or
+    /// application stream that produced them, paused if the circuit is now full.
+    mutating func originate(_ id: RelayCircuitID, _ cells: [RelayCell], producer: Producer? = nil, on streamID: UInt16 = 0) -> [RelayAction] {
         for cell in cells { self.circuits[id]!.endpoint.enqueue(cell) }
         let actions = self.drain(id)
         let queued = self.circuits[id]!.endpoint.totalQueuedBytes
@@ -282,7 +296,8 @@ public struct OnionRelay {
             return actions + self.close(id, reason: .resourceLimit, failure: .resourceLimit(
                 "\(queued) bytes queued toward the client (limit \(self.configuration.queueLimits.maximumBytes))"), notify: true)
         }
-        return actions
+        guard let producer else { return actions }
+        return actions + self.pauseIfFull(id, producer, streamID)
     }
 
     /// Send a control cell (SENDME, END, EXTENDED2, ...) now, bypassing the queues.

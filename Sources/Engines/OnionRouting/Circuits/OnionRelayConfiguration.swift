@@ -18,8 +18,9 @@ public struct OnionRelayConfiguration: Sendable {
     /// Relay commands recognised at this hop that are handed to the application, which of them open
     /// a stream, and which count toward the circuit window. Default: none.
     public var applicationCommands: ApplicationCommands
-    /// Bytes one circuit may have queued toward the client: the owner pauses its producers at
-    /// `pauseBytes`; over `maximumBytes` the relay destroys the circuit with RESOURCELIMIT.
+    /// Bytes one circuit may have queued toward the client: the relay pauses its producers at
+    /// `pauseBytes` (`RelayAction.pauseProducer`); over `maximumBytes` it destroys the circuit with
+    /// RESOURCELIMIT.
     public var queueLimits: CircuitQueueLimits
     /// Lowest SENDME version accepted from clients (0 admits node-Tor's empty SENDMEs).
     public var minimumSendmeVersion: UInt8
@@ -76,6 +77,13 @@ public enum RelayAction: Hashable, Sendable {
     /// The circuit is gone and all its resources dropped. `failure` is set when we tore it down because
     /// of bad input (log it); nil when a peer sent DESTROY or the owner asked.
     case circuitClosed(RelayCircuitID, DestroyReason, failure: CircuitFailure?)
+    /// Backpressure: the producer of `streamID` (an exit's TCP socket reads, or the application for an
+    /// application stream or stream 0) must stop: too many bytes wait for window on the circuit (or,
+    /// for an exit stream, on the stream). `resumeProducer` follows once they drained; a producer that
+    /// keeps going regardless gets its circuit destroyed at `queueLimits.maximumBytes`.
+    case pauseProducer(RelayCircuitID, streamID: UInt16)
+    /// A paused producer may produce again (its circuit's queue drained below the thresholds).
+    case resumeProducer(RelayCircuitID, streamID: UInt16)
     /// An input was ignored (per tor-spec: e.g. a cell for an unknown circuit). Worth a debug log.
     case dropped(ChannelID, circuitID: UInt32, reason: String)
 }

@@ -6,10 +6,12 @@ import OnionRouting
 /// handed over but not yet given to the relay, plus what the relay queues on the circuit for window,
 /// and tells the producer to stop at `pauseBytes`. The producer learns it synchronously from
 /// `submitted`, so it overshoots by at most the batch it just handed over, however far the event loop
-/// lags behind; the relay side reports with `applied` / `queueChanged` and resumes the producer.
+/// lags behind; the relay side hands batches over with `deliver` and reports the relay's
+/// `resumeProducer` with `queueChanged`, which resume the producer. The one driver of application
+/// output for both the NIO relay server (`FacilitatorRelayBridge`) and the in-memory network.
 ///
-/// Use the relay's `CircuitQueueLimits.pauseBytes` as `pauseBytes`: the relay calls back (`streamWritable`) only
-/// for circuits whose queue reached that value, which is what makes every stop end in a resume.
+/// Use the relay's `CircuitQueueLimits.pauseBytes` as `pauseBytes`: the relay says `resumeProducer`
+/// only for circuits whose queue reached that value, which is what makes every stop end in a resume.
 /// Thread-safe.
 public final class CircuitSendGate: @unchecked Sendable {
     // @unchecked Sendable: all state is behind `lock`.
@@ -56,17 +58,25 @@ public final class CircuitSendGate: @unchecked Sendable {
         }
     }
 
-    /// Relay loop: the circuit's queue drained (window opened). True: resume the producer.
+    /// Relay loop: give the relay a batch of `bytes` submitted earlier, in order, through `send`, stopping
+    /// at the first failure (the circuit or stream is gone: DESTROY crossed the answers, and a relay
+    /// drops them); then account for it against what the relay now queues. True: resume the producer.
+    public func deliver<Batch: Sequence>(
+        _ circuit: RelayCircuitID, bytes: Int, _ batch: Batch, send: (Batch.Element) throws -> Void, queued: () -> Int
+    ) -> Bool {
+        for message in batch {
+            do { try send(message) } catch { break }
+        }
+        return self.applied(circuit, bytes: bytes, queued: queued())
+    }
+
+    /// Relay loop: the relay said `resumeProducer` on the circuit (its queue drained below the pause).
+    /// True: resume the producer.
     public func queueChanged(_ circuit: RelayCircuitID, queued: Int) -> Bool {
         self.lock.withLock {
             guard var state = self.circuits[circuit] else { return false }
             return self.update(circuit, &state, queued: queued)
         }
-    }
-
-    /// Circuits whose producer is stopped.
-    public var blockedCircuits: [RelayCircuitID] {
-        self.lock.withLock { self.circuits.compactMap { $0.value.blocked ? $0.key : nil } }
     }
 
     /// The circuit is gone.

@@ -43,11 +43,7 @@ extension OnionRelayServer {
     public func sendApplicationMessage(_ circuit: RelayCircuitID, stream: UInt16, command: RelayCommand, body: ByteBuffer) throws -> Bool {
         self.eventLoop.preconditionInEventLoop()
         self.perform(try self.relay.sendApplicationMessage(circuit, streamID: stream, command: command, body: body))
-        guard !self.relay.hasCircuit(circuit) || self.relay.queuedBytes(circuit) < self.configuration.relay.queueLimits.pauseBytes else {
-            self.blockedApplicationStreams.insert(ExitKey(circuit: circuit, stream: stream))
-            return false
-        }
-        return true
+        return !self.relay.isProducerPaused(circuit, streamID: stream)
     }
 
     /// End an application stream with RELAY_END. Call on `eventLoop`.
@@ -85,19 +81,5 @@ extension OnionRelayServer {
     public func destroyCircuit(_ circuit: RelayCircuitID, reason: DestroyReason = .finished) {
         self.eventLoop.preconditionInEventLoop()
         self.perform(self.relay.destroyCircuit(circuit, reason: reason))
-    }
-
-    func resumeApplicationStreams() {
-        guard !self.blockedApplicationStreams.isEmpty else { return }
-        for key in self.blockedApplicationStreams {
-            guard self.relay.hasCircuit(key.circuit) else {
-                self.blockedApplicationStreams.remove(key)
-                continue
-            }
-            if self.relay.queuedBytes(key.circuit) < self.configuration.relay.queueLimits.pauseBytes {
-                self.blockedApplicationStreams.remove(key)
-                self.application?.relay(self, circuit: key.circuit, streamWritable: key.stream)
-            }
-        }
     }
 }

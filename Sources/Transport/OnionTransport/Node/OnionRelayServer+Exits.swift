@@ -73,32 +73,11 @@ extension OnionRelayServer {
         }
     }
 
-    /// Whether the exit may read more from its socket now; if not, it is resumed by `resumeExitReads`.
+    /// Whether the exit may read more from its socket now: not after the relay said `pauseProducer`
+    /// (its `resumeProducer` reads again).
     func exitMayRead(_ key: ExitKey) -> Bool {
-        guard self.exits[key] != nil else { return false }
-        if self.exitHasRoom(key) { return true }
-        self.blockedExitReads.insert(key)
-        return false
-    }
-
-    func resumeExitReads() {
-        self.resumeApplicationStreams()
-        guard !self.blockedExitReads.isEmpty else { return }
-        for key in self.blockedExitReads {
-            guard let exit = self.exits[key] else {
-                self.blockedExitReads.remove(key)
-                continue
-            }
-            if self.exitHasRoom(key) {
-                self.blockedExitReads.remove(key)
-                exit.channel?.read()
-            }
-        }
-    }
-
-    func exitHasRoom(_ key: ExitKey) -> Bool {
-        self.relay.queuedBytes(key.circuit, streamID: key.stream) < self.configuration.exitReadPauseBytes
-            && self.relay.queuedBytes(key.circuit) < self.configuration.relay.queueLimits.pauseBytes
+        guard let exit = self.exits[key] else { return false }
+        return !exit.readPaused
     }
 
     func exitWritabilityChanged(_ key: ExitKey, writable: Bool) {
@@ -108,14 +87,13 @@ extension OnionRelayServer {
 
     func exitClosed(_ key: ExitKey) {
         guard self.exits.removeValue(forKey: key) != nil else { return }
-        self.blockedExitReads.remove(key)
         self.perform((try? self.relay.closeStream(key.circuit, streamID: key.stream, reason: .done)) ?? [])
     }
 }
 
 
 /// One exit TCP connection: bytes in and out, nothing else. Reads are pulled (autoRead off) only
-/// while the circuit has room for them.
+/// while the relay has not paused them (`RelayAction.pauseProducer`).
 final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -127,6 +105,8 @@ final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var flushScheduled = false
     private var closing = false
+    /// The relay said `pauseProducer`: read no more until `resumeReading`.
+    var readPaused = false
 
     init(key: OnionRelayServer.ExitKey, server: OnionRelayServer) {
         self.key = key
@@ -148,6 +128,12 @@ final class ExitStream: ChannelInboundHandler, @unchecked Sendable {
                 self.context?.flush()
             }
         }
+    }
+
+    func resumeReading() {
+        guard self.readPaused else { return }
+        self.readPaused = false
+        self.channel?.read()
     }
 
     /// END from the client: deliver what was written, then close.

@@ -71,7 +71,6 @@ extension OnionRelayServer: OnionLinkDelegate {
 
     func link(_ link: OnionLink, received cell: ChannelCell) {
         self.perform(self.relay.receive(cell, on: link.id))
-        self.resumeExitReads()
     }
 
     func link(_ link: OnionLink, writable: Bool) {

@@ -14,9 +14,10 @@ import TorCrypto
 /// All state is confined to one event loop (`eventLoop`): the circuit state machine spans every link,
 /// and a single loop makes it lock-free. One relay thus uses one core; run several for more.
 ///
-/// Backpressure: an exit stops reading its TCP socket while cells wait for circuit/stream window, and
-/// withholds stream SENDMEs (so the client stops) while its TCP socket is not writable. Relayed cells
-/// are bounded by the 1000-cell circuit window per circuit.
+/// Backpressure: the relay state machine decides, the server performs. An exit stops reading its TCP
+/// socket on `pauseProducer` (cells wait for circuit/stream window) until `resumeProducer`, and stream
+/// SENDMEs are withheld (so the client stops) while its TCP socket is not writable. Relayed cells are
+/// bounded by the 1000-cell circuit window per circuit.
 public final class OnionRelayServer: @unchecked Sendable {
     public let configuration: OnionRelayServerConfiguration
     public let eventLoop: EventLoop
@@ -31,10 +32,6 @@ public final class OnionRelayServer: @unchecked Sendable {
     var webSocketChannel: Channel?
     var links = RelayLinkRegistry()
     var exits: [ExitKey: ExitStream] = [:]
-    /// Exit streams that stopped reading their socket for lack of window.
-    var blockedExitReads: Set<ExitKey> = []
-    /// Application streams told to wait (`sendApplicationMessage` returned false: their circuit is full).
-    var blockedApplicationStreams: Set<ExitKey> = []
     let tlsServer: TLSContext
     var isShutDown = false
 
@@ -157,7 +154,6 @@ public final class OnionRelayServer: @unchecked Sendable {
             case .closeStream(let circuit, let stream, let reason):
                 let key = ExitKey(circuit: circuit, stream: stream)
                 if let exit = self.exits.removeValue(forKey: key) {
-                    self.blockedExitReads.remove(key)
                     exit.closeAfterWrites()
                 } else {
                     self.application?.relay(self, circuit: circuit, streamClosed: stream, reason: reason)
@@ -172,6 +168,15 @@ public final class OnionRelayServer: @unchecked Sendable {
                 if let failure { self.logger.info("circuit \(circuit) closed (\(reason)): \(failure)") }
                 self.links.forget(circuit)
                 self.application?.relay(self, circuitClosed: circuit, reason: reason)
+            case .pauseProducer(let circuit, let stream):
+                // An application stream learns it from `sendApplicationMessage`'s result.
+                self.exits[ExitKey(circuit: circuit, stream: stream)]?.readPaused = true
+            case .resumeProducer(let circuit, let stream):
+                if let exit = self.exits[ExitKey(circuit: circuit, stream: stream)] {
+                    exit.resumeReading()
+                } else {
+                    self.application?.relay(self, circuit: circuit, streamWritable: stream)
+                }
             case .dropped(let channel, let circuitID, let reason):
                 self.logger.trace("dropped on \(channel)/\(circuitID): \(reason)")
             }

@@ -22,8 +22,12 @@ public struct OnionRelayServerConfiguration: Sendable {
     public var allowNonLoopbackBind: Bool
     public var exitConnectTimeout: TimeAmount
     public var linkHandshakeTimeout: TimeAmount
-    /// Stop reading an exit's TCP socket while this many bytes wait for circuit/stream window.
-    public var exitReadPauseBytes: Int
+    /// Stop reading an exit's TCP socket while this many bytes wait for stream window: the relay's
+    /// `queueLimits.exitStreamPauseBytes`, where the relay decides against it.
+    public var exitReadPauseBytes: Int {
+        get { self.relay.queueLimits.exitStreamPauseBytes }
+        set { self.relay.queueLimits.exitStreamPauseBytes = newValue }
+    }
     /// SO_RCVBUF of exit TCP sockets (the kernel doubles it). Bounds what an exit reads past
     /// `exitReadPauseBytes`: when the destination closes, NIO reads the socket's whole receive buffer
     /// up to EOF whatever autoRead says, and a buffer the kernel autotunes on a fast stream holds MiBs.
@@ -36,7 +40,7 @@ public struct OnionRelayServerConfiguration: Sendable {
         keys: RelayKeys, relay: OnionRelayConfiguration? = nil, host: String = "127.0.0.1", port: Int = 0,
         webSocketPort: Int? = nil, allowNonLoopbackBind: Bool = false,
         exitConnectTimeout: TimeAmount = .seconds(10),
-        linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int = 128 * 1024,
+        linkHandshakeTimeout: TimeAmount = .seconds(30), exitReadPauseBytes: Int? = nil,
         exitReceiveBufferBytes: Int = 128 * 1024,
         maximumLinks: Int = 4096
     ) {
@@ -48,9 +52,9 @@ public struct OnionRelayServerConfiguration: Sendable {
         self.allowNonLoopbackBind = allowNonLoopbackBind
         self.exitConnectTimeout = exitConnectTimeout
         self.linkHandshakeTimeout = linkHandshakeTimeout
-        self.exitReadPauseBytes = exitReadPauseBytes
         self.exitReceiveBufferBytes = exitReceiveBufferBytes
         self.maximumLinks = maximumLinks
+        if let exitReadPauseBytes { self.exitReadPauseBytes = exitReadPauseBytes }
     }
 }
 

@@ -223,28 +223,17 @@ public actor LoopbackOnionNetwork: CircuitProvider {
 
     private func exitSend(_ circuit: RelayCircuitID, _ streamID: UInt16, _ batch: [(command: PeersmRelayCommand, body: ByteBuffer)], bytes: Int) {
         let exit = relays.count - 1
-        for (command, body) in batch {
-            // The circuit or stream may be gone already (DESTROY crossed our answer): drop it, as a relay would.
-            guard let actions = try? relays[exit].sendApplicationMessage(circuit, streamID: streamID, command: RelayCommand(command.rawValue), body: body) else { break }
-            handleRelay(exit, actions)
-        }
-        if gate.applied(circuit, bytes: bytes, queued: relays[exit].queuedBytes(circuit)) {
-            exitEventSink.yield(.circuitWritable(circuit))
-        }
+        let resumed = gate.deliver(circuit, bytes: bytes, batch, send: { message in
+            handleRelay(exit, try relays[exit].sendApplicationMessage(
+                circuit, streamID: streamID, command: RelayCommand(message.command.rawValue), body: message.body))
+        }, queued: { relays[exit].queuedBytes(circuit) })
+        if resumed { exitEventSink.yield(.circuitWritable(circuit)) }
         run()
     }
 
     private func exitRelease(_ circuit: RelayCircuitID, _ streamID: UInt16) {
         // Already gone if the client sent RELAY_END or the circuit closed.
         try? relays[relays.count - 1].releaseApplicationStream(circuit, streamID: streamID)
-    }
-
-    /// After cells moved: resume the exit application on circuits whose queue drained.
-    private func resumeDrainedCircuits() {
-        let exit = relays.count - 1
-        for circuit in gate.blockedCircuits where gate.queueChanged(circuit, queued: relays[exit].queuedBytes(circuit)) {
-            exitEventSink.yield(.circuitWritable(circuit))
-        }
     }
 
     // MARK: delivery
@@ -273,7 +262,6 @@ public actor LoopbackOnionNetwork: CircuitProvider {
         }
         inFlight.removeAll(keepingCapacity: true)
         inFlightHead = 0
-        resumeDrainedCircuits()
     }
 
     private func handleClient(_ id: UInt32, _ actions: [ClientCircuitAction]) {
@@ -319,6 +307,11 @@ public actor LoopbackOnionNetwork: CircuitProvider {
                 exitEventSink.yield(.message(circuit, streamID: streamID, command: command.rawValue, body: body))
             case .closeStream(let circuit, let streamID, _) where isExit:
                 exitEventSink.yield(.streamClosed(circuit, streamID: streamID))
+            case .resumeProducer(let circuit, _) where isExit:
+                // The exit relay decided the circuit's queue drained, as it tells `OnionRelayServer`.
+                if gate.queueChanged(circuit, queued: relays[r].queuedBytes(circuit)) {
+                    exitEventSink.yield(.circuitWritable(circuit))
+                }
             case .circuitClosed(let circuit, _, _) where isExit:
                 gate.remove(circuit)
                 exitEventSink.yield(.circuitClosed(circuit))
