@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import NetBasics
 import Testing
 import TestSupport
@@ -23,7 +24,9 @@ extension BlocklistEngineTests {
             let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: unlistedHost, directory: scratch.url)
             defer { unlisted.stop() }
 
-            let service = try BlocklistService(store: try BlocklistStore(path: scratch.url.appendingPathComponent("bl.sqlite").path))
+            let metrics = TestMetrics()
+            let service = try BlocklistService(store: try BlocklistStore(path: scratch.url.appendingPathComponent("bl.sqlite").path),
+                                               metrics: metrics)
             let report = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", """
                 # a PeerGuardian list naming the test seeder and an unrelated range
                 Test monitoring peer:\(listedHost)-\(listedHost)
@@ -33,7 +36,7 @@ extension BlocklistEngineTests {
 
             let engine = try EngineRig.engine(scratch.url, "fetch")
             let log = EngineEventLog()
-            let blockedBefore = EngineRig.blockedPeers()
+            let blockedBefore = EngineRig.blockedPeers(metrics)
             let link = try await service.attach(engine, forward: { await log.add($0) })
             defer { link.cancel() }
 
@@ -49,7 +52,7 @@ extension BlocklistEngineTests {
             #expect(await log.contains(.connected, unlistedHost))
             #expect(await log.events.filter { $0.kind == .blocked }.allSatisfy { $0.address == listedHost && $0.detail == "ip_filter" })
             // Every blocked event became one count of the metric.
-            #expect(EngineRig.blockedPeers() - blockedBefore == Int64(await log.count(.blocked, listedHost)))
+            #expect(EngineRig.blockedPeers(metrics) - blockedBefore == Int64(await log.count(.blocked, listedHost)))
             #expect(try await engine.sessionStats().payloadUploaded == 0)
             await engine.shutdown()
         }
@@ -68,7 +71,8 @@ extension BlocklistEngineTests {
             let second = try await Seeder.start(.aria2, seeding: fixture, host: secondHost, directory: scratch.url)
             defer { second.stop() }
 
-            let service = try BlocklistService(store: try BlocklistStore())
+            let metrics = TestMetrics()
+            let service = try BlocklistService(store: try BlocklistStore(), metrics: metrics)
             let engine = try EngineRig.engine(scratch.url, "live")
             let log = EngineEventLog()
             let link = try await service.attach(engine, forward: { await log.add($0) })
@@ -81,7 +85,7 @@ extension BlocklistEngineTests {
             #expect(await engine.peerCounters(firstHost).connected >= 1)
 
             // Block it now: the running session drops the connection.
-            let blockedBefore = EngineRig.blockedPeers()
+            let blockedBefore = EngineRig.blockedPeers(metrics)
             _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "late.p2p", "Late entry:\(firstHost)-\(firstHost)\n"))
             let dropped = try await EngineRig.eventually(.seconds(10)) {
                 try await !engine.peers(id).contains { $0.endpoint.host == firstHost }
@@ -95,7 +99,7 @@ extension BlocklistEngineTests {
             let connectedBefore = await engine.peerCounters(firstHost).connected
             try await engine.connectPeer(id, first.engineEndpoint)
             #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, firstHost) })
-            #expect(EngineRig.blockedPeers() > blockedBefore)
+            #expect(EngineRig.blockedPeers(metrics) > blockedBefore)
 
             // The same torrent completes from the second seeder.
             try await engine.connectPeer(id, second.engineEndpoint)
