@@ -43,7 +43,7 @@ extension BlocklistEngineTests {
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
 
-            let sawBlock = await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, listedHost) }
+            let sawBlock = await eventually(.seconds(5)) { await log.contains(.blocked, listedHost) }
             let events = await log.events
             #expect(sawBlock, "no blocked event for \(listedHost): \(events)")
             #expect(await engine.peerCounters(listedHost).connected == 0)
@@ -81,24 +81,24 @@ extension BlocklistEngineTests {
             // Metadata comes from the first seeder (the only peer given); the connection stays up.
             let (id, metadata) = try await engine.open(fixture.magnet, peers: [first.engineEndpoint])
             #expect(metadata.infoHash == fixture.infoHash)
-            #expect(try await EngineRig.eventually { try await engine.peers(id).contains { $0.endpoint.host == firstHost } })
+            #expect(try await eventually { try await engine.peers(id).contains { $0.endpoint.host == firstHost } })
             #expect(await engine.peerCounters(firstHost).connected >= 1)
 
             // Block it now: the running session drops the connection.
             let blockedBefore = EngineRig.blockedPeers(metrics)
             _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "late.p2p", "Late entry:\(firstHost)-\(firstHost)\n"))
-            let dropped = try await EngineRig.eventually(.seconds(10)) {
+            let dropped = try await eventually(.seconds(10)) {
                 try await !engine.peers(id).contains { $0.endpoint.host == firstHost }
             }
             #expect(dropped, "still connected to \(firstHost) after the filter changed")
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.disconnected, firstHost) })
+            #expect(await eventually(.seconds(5)) { await log.contains(.disconnected, firstHost) })
             #expect(await engine.openTorrents == [id], "the torrent was not restarted")
             #expect(try await engine.stats(id).hasMetadata)
 
             // Asking for it again is refused by the filter, not attempted.
             let connectedBefore = await engine.peerCounters(firstHost).connected
             try await engine.connectPeer(id, first.engineEndpoint)
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, firstHost) })
+            #expect(await eventually(.seconds(5)) { await log.contains(.blocked, firstHost) })
             #expect(EngineRig.blockedPeers(metrics) > blockedBefore)
 
             // The same torrent completes from the second seeder.
@@ -111,7 +111,7 @@ extension BlocklistEngineTests {
             // Lifting the block lets the peer back in (same torrent, still running).
             #expect(try await service.removeList(named: "late"))
             try await engine.connectPeer(id, first.engineEndpoint)
-            #expect(await EngineRig.eventually(.seconds(10)) { await engine.peerCounters(firstHost).connected > connectedBefore })
+            #expect(await eventually(.seconds(10)) { await engine.peerCounters(firstHost).connected > connectedBefore })
             await engine.close(id)
             await engine.shutdown()
         }
@@ -172,7 +172,7 @@ extension BlocklistEngineTests {
             defer { link.cancel() }
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, spyPeer.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            let refusedBoth = await EngineRig.eventually(.seconds(5)) {
+            let refusedBoth = await eventually(.seconds(5)) {
                 let a = await log.contains(.blocked, listedHost), b = await log.contains(.blocked, spyPeerHost)
                 return a && b
             }
@@ -221,7 +221,7 @@ extension BlocklistEngineTests {
 
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await EngineRig.eventually(.seconds(5)) { await engine.peerCounters(listedHost).blocked >= 1 })
+            #expect(await eventually(.seconds(5)) { await engine.peerCounters(listedHost).blocked >= 1 })
             #expect(await engine.peerCounters(listedHost).connected == 0)
             #expect(await engine.peerCounters(unlistedHost).connected >= 1)
             await engine.shutdown()

@@ -70,7 +70,7 @@ extension BlocklistEngineTests {
             // Wait until both seeders' announces reached the honest node (asked directly, not the spy).
             let seeders = Set(["\(seedAHost):\(seedA.port)", "\(seedBHost):\(seedB.port)"])
             var lastValues: [String] = []
-            let announced = try await EngineRig.eventually(.seconds(60)) {
+            let announced = try await eventually(.seconds(60)) {
                 let r = try await hunter.getPeers(infohash: realHash, from: bootstrap[1])
                 lastValues = r?.values.map(\.description) ?? []
                 return seeders.isSubset(of: lastValues)
@@ -122,7 +122,7 @@ extension BlocklistEngineTests {
             let peers = result.peers.map { PeerEndpoint($0) } + [monitor.engineEndpoint]
             let data = try await EngineRig.fetch(fetcher, fixture.magnet, peers: peers)
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, monitorHost) })
+            #expect(await eventually(.seconds(5)) { await log.contains(.blocked, monitorHost) })
             #expect(await fetcher.peerCounters(monitorHost).connected == 0)
             #expect(EngineRig.blockedPeers(metrics) > blockedBefore)
             let served = await fetcher.peerCounters(seedAHost).connected + fetcher.peerCounters(seedBHost).connected

@@ -17,7 +17,7 @@ import TestSupport
     /// Evictions and expiries release on a task of their own: wait for what the test expects (no
     /// fixed sleep, which a loaded machine can outlast).
     func settle(_ done: () -> Bool) async throws {
-        await eventually { done() }
+        _ = await eventually { done() }
     }
 
     @Test func oneHoldPerNameAndRepeatedInfoQueriesOnlyExtendIt() async throws {

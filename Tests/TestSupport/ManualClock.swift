@@ -60,15 +60,3 @@ public final class ManualClock: Clock, @unchecked Sendable {
         for sleeper in due { sleeper.wake.resume() }
     }
 }
-
-/// Waits (bounded, on the real clock) until `condition` holds: for an event another task brings
-/// about, where a fixed sleep could be outlasted by a loaded machine. Returns whether it held.
-@discardableResult
-public func eventually(within limit: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while !(try await condition()) {
-        guard ContinuousClock.now < deadline else { return false }
-        try? await Task.sleep(for: .milliseconds(2))
-    }
-    return true
-}
