@@ -144,6 +144,7 @@ import TestSupport
         clock.advance(by: .milliseconds(499))
         #expect(clock.sleeping == 1, "cut before the timeout")
         clock.advance(by: .milliseconds(1))
+        try #require(await eventually { clock.sleeping == 0 }, "the timeout did not fire")
         let result = await hunt.value
         #expect(result.outcome == .timedOut && result.peers.isEmpty)
         #expect(result.duration == .milliseconds(500))
@@ -167,6 +168,7 @@ import TestSupport
         #expect(convicted, "the fake walk convicted nobody")
         #expect(await eventually { clock.sleeping == 1 })
         clock.advance(by: .milliseconds(500))
+        try #require(await eventually { clock.sleeping == 0 }, "the timeout did not fire")
         let result = await hunt.value
         #expect(result.outcome == .timedOut && result.peers.isEmpty)
         #expect(try await service.check(Self.spy.address).spies.map(\.reason) == [.valuesForFakeInfohash])

@@ -100,6 +100,7 @@ import TestSupport
         #expect(await eventually { clock.sleeping == 1 })
         #expect(await rig.service.activeStreams == 1, "answered before the resolve timeout")
         clock.advance(by: .milliseconds(1))
+        try #require(await eventually { await rig.service.activeStreams == 0 }, "no answer at the resolve timeout")
         // Exactly DB_END UNAVAILABLE: a timeout, a broken circuit or a protocol error do not count.
         await #expect {
             try await answer.value
@@ -107,7 +108,6 @@ import TestSupport
             if case FetchError.refused(.unavailable, _) = error { return true }
             return false
         }
-        #expect(await eventually { await rig.service.activeStreams == 0 })
     }
 
     @Test func counterFiveIsAnsweredWithLoop() async throws {
