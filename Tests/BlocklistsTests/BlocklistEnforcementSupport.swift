@@ -1,6 +1,5 @@
 import Foundation
 import NetBasics
-import Metrics
 import MetricsTestKit
 import Testing
 import TestSupport
@@ -10,25 +9,19 @@ import TorrentEngine
 // Shared by the engine-level blocklist tests (BlocklistEnforcementTests, SpyDetectionEngineTests):
 // real libtorrent sessions and real peers on 127.0.0.x inside the private network namespace.
 
-/// Every engine-level blocklist test starts real peers on fixed 127.0.0.x addresses and reads
-/// process-wide metrics, so they run one at a time (nested suites inherit `.serialized`).
+/// Every engine-level blocklist test starts real peers and engines, so they run one at a time
+/// (nested suites inherit `.serialized`).
 @Suite(.serialized)
 struct BlocklistEngineTests {}
 
 enum EngineRig {
-    /// One metrics backend for the whole test process (MetricsSystem can be bootstrapped once);
-    /// tests read deltas of labelled counters, so they do not disturb each other.
-    static let metrics: TestMetrics = {
-        let m = TestMetrics()
-        MetricsSystem.bootstrap(m)
-        return m
-    }()
-
-    static func blockedPeers(reason: String = "ip_filter") -> Int64 {
+    /// The test gives its `BlocklistService(metrics:)` a `TestMetrics()` of its own and reads it
+    /// here: the counts are that service's only, whatever other suite runs at once.
+    static func blockedPeers(_ metrics: TestMetrics, reason: String = "ip_filter") -> Int64 {
         metrics.counterTotal(label: "peersm_blocklist_blocked_peers_total", dimensions: [("reason", reason)])
     }
 
-    static func spiesDetected(_ reason: SpyReason) -> Int64 {
+    static func spiesDetected(_ metrics: TestMetrics, _ reason: SpyReason) -> Int64 {
         metrics.counterTotal(label: "peersm_spies_detected_total", dimensions: [("reason", reason.rawValue)])
     }
 
@@ -93,16 +86,6 @@ enum EngineRig {
             }
             throw FetchStalled(description: "fetch not done after \(timeout):\n" + report.joined(separator: "\n"))
         }
-    }
-
-    /// Polls `condition` until it holds or `timeout` passes.
-    static func eventually(_ timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return try await condition()
     }
 
     static func writeList(_ dir: URL, _ name: String, _ text: String) throws -> BlocklistSource {

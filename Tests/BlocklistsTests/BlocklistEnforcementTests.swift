@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import NetBasics
 import Testing
 import TestSupport
@@ -23,7 +24,9 @@ extension BlocklistEngineTests {
             let unlisted = try await Seeder.start(.aria2, seeding: fixture, host: unlistedHost, directory: scratch.url)
             defer { unlisted.stop() }
 
-            let service = try BlocklistService(store: try BlocklistStore(path: scratch.url.appendingPathComponent("bl.sqlite").path))
+            let metrics = TestMetrics()
+            let service = try BlocklistService(store: try BlocklistStore(path: scratch.url.appendingPathComponent("bl.sqlite").path),
+                                               metrics: metrics)
             let report = try await service.importList(from: try EngineRig.writeList(scratch.url, "level1.p2p", """
                 # a PeerGuardian list naming the test seeder and an unrelated range
                 Test monitoring peer:\(listedHost)-\(listedHost)
@@ -33,14 +36,14 @@ extension BlocklistEngineTests {
 
             let engine = try EngineRig.engine(scratch.url, "fetch")
             let log = EngineEventLog()
-            let blockedBefore = EngineRig.blockedPeers()
+            let blockedBefore = EngineRig.blockedPeers(metrics)
             let link = try await service.attach(engine, forward: { await log.add($0) })
             defer { link.cancel() }
 
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
 
-            let sawBlock = await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, listedHost) }
+            let sawBlock = await eventually(.seconds(5)) { await log.contains(.blocked, listedHost) }
             let events = await log.events
             #expect(sawBlock, "no blocked event for \(listedHost): \(events)")
             #expect(await engine.peerCounters(listedHost).connected == 0)
@@ -49,7 +52,7 @@ extension BlocklistEngineTests {
             #expect(await log.contains(.connected, unlistedHost))
             #expect(await log.events.filter { $0.kind == .blocked }.allSatisfy { $0.address == listedHost && $0.detail == "ip_filter" })
             // Every blocked event became one count of the metric.
-            #expect(EngineRig.blockedPeers() - blockedBefore == Int64(await log.count(.blocked, listedHost)))
+            #expect(EngineRig.blockedPeers(metrics) - blockedBefore == Int64(await log.count(.blocked, listedHost)))
             #expect(try await engine.sessionStats().payloadUploaded == 0)
             await engine.shutdown()
         }
@@ -68,7 +71,8 @@ extension BlocklistEngineTests {
             let second = try await Seeder.start(.aria2, seeding: fixture, host: secondHost, directory: scratch.url)
             defer { second.stop() }
 
-            let service = try BlocklistService(store: try BlocklistStore())
+            let metrics = TestMetrics()
+            let service = try BlocklistService(store: try BlocklistStore(), metrics: metrics)
             let engine = try EngineRig.engine(scratch.url, "live")
             let log = EngineEventLog()
             let link = try await service.attach(engine, forward: { await log.add($0) })
@@ -77,25 +81,25 @@ extension BlocklistEngineTests {
             // Metadata comes from the first seeder (the only peer given); the connection stays up.
             let (id, metadata) = try await engine.open(fixture.magnet, peers: [first.engineEndpoint])
             #expect(metadata.infoHash == fixture.infoHash)
-            #expect(try await EngineRig.eventually { try await engine.peers(id).contains { $0.endpoint.host == firstHost } })
+            #expect(try await eventually { try await engine.peers(id).contains { $0.endpoint.host == firstHost } })
             #expect(await engine.peerCounters(firstHost).connected >= 1)
 
             // Block it now: the running session drops the connection.
-            let blockedBefore = EngineRig.blockedPeers()
+            let blockedBefore = EngineRig.blockedPeers(metrics)
             _ = try await service.importList(from: try EngineRig.writeList(scratch.url, "late.p2p", "Late entry:\(firstHost)-\(firstHost)\n"))
-            let dropped = try await EngineRig.eventually(.seconds(10)) {
+            let dropped = try await eventually(.seconds(10)) {
                 try await !engine.peers(id).contains { $0.endpoint.host == firstHost }
             }
             #expect(dropped, "still connected to \(firstHost) after the filter changed")
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.disconnected, firstHost) })
+            #expect(await eventually(.seconds(5)) { await log.contains(.disconnected, firstHost) })
             #expect(await engine.openTorrents == [id], "the torrent was not restarted")
             #expect(try await engine.stats(id).hasMetadata)
 
             // Asking for it again is refused by the filter, not attempted.
             let connectedBefore = await engine.peerCounters(firstHost).connected
             try await engine.connectPeer(id, first.engineEndpoint)
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, firstHost) })
-            #expect(EngineRig.blockedPeers() > blockedBefore)
+            #expect(await eventually(.seconds(5)) { await log.contains(.blocked, firstHost) })
+            #expect(EngineRig.blockedPeers(metrics) > blockedBefore)
 
             // The same torrent completes from the second seeder.
             try await engine.connectPeer(id, second.engineEndpoint)
@@ -107,7 +111,7 @@ extension BlocklistEngineTests {
             // Lifting the block lets the peer back in (same torrent, still running).
             #expect(try await service.removeList(named: "late"))
             try await engine.connectPeer(id, first.engineEndpoint)
-            #expect(await EngineRig.eventually(.seconds(10)) { await engine.peerCounters(firstHost).connected > connectedBefore })
+            #expect(await eventually(.seconds(10)) { await engine.peerCounters(firstHost).connected > connectedBefore })
             await engine.close(id)
             await engine.shutdown()
         }
@@ -168,7 +172,7 @@ extension BlocklistEngineTests {
             defer { link.cancel() }
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, spyPeer.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            let refusedBoth = await EngineRig.eventually(.seconds(5)) {
+            let refusedBoth = await eventually(.seconds(5)) {
                 let a = await log.contains(.blocked, listedHost), b = await log.contains(.blocked, spyPeerHost)
                 return a && b
             }
@@ -217,7 +221,7 @@ extension BlocklistEngineTests {
 
             let data = try await EngineRig.fetch(engine, fixture.magnet, peers: [listed.engineEndpoint, unlisted.engineEndpoint])
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await EngineRig.eventually(.seconds(5)) { await engine.peerCounters(listedHost).blocked >= 1 })
+            #expect(await eventually(.seconds(5)) { await engine.peerCounters(listedHost).blocked >= 1 })
             #expect(await engine.peerCounters(listedHost).connected == 0)
             #expect(await engine.peerCounters(unlistedHost).connected >= 1)
             await engine.shutdown()

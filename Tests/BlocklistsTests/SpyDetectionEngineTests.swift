@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import NetBasics
 import Testing
 import TestSupport
@@ -51,7 +52,8 @@ extension BlocklistEngineTests {
             var config = SpyDetectorConfiguration()
             config.closestPrefix = 0...24
             let storePath = scratch.url.appendingPathComponent("bl.sqlite").path
-            let service = try BlocklistService(store: try BlocklistStore(path: storePath), config: config)
+            let metrics = TestMetrics()
+            let service = try BlocklistService(store: try BlocklistStore(path: storePath), config: config, metrics: metrics)
 
             // The hunting engine has the DHT on and no torrents; the fetching engine has it off, so
             // libtorrent never runs a get_peers of its own (2.0.8 would not filter it).
@@ -68,7 +70,7 @@ extension BlocklistEngineTests {
             // Wait until both seeders' announces reached the honest node (asked directly, not the spy).
             let seeders = Set(["\(seedAHost):\(seedA.port)", "\(seedBHost):\(seedB.port)"])
             var lastValues: [String] = []
-            let announced = try await EngineRig.eventually(.seconds(60)) {
+            let announced = try await eventually(.seconds(60)) {
                 let r = try await hunter.getPeers(infohash: realHash, from: bootstrap[1])
                 lastValues = r?.values.map(\.description) ?? []
                 return seeders.isSubset(of: lastValues)
@@ -76,7 +78,7 @@ extension BlocklistEngineTests {
             try #require(announced, "the honest DHT node never learned both seeders; it returned \(lastValues)")
             #expect(!spy.process.log.contains(fixture.infoHash), "the spy was asked for the real hash before the hunt")
 
-            let detectedBefore = EngineRig.spiesDetected(.valuesForFakeInfohash)
+            let detectedBefore = EngineRig.spiesDetected(metrics, .valuesForFakeInfohash)
             let started = Date()
             let result = try await service.hunt(infohash: realHash, through: hunter, bootstrap: bootstrap)
 
@@ -87,7 +89,7 @@ extension BlocklistEngineTests {
             #expect(byAddress[monitorIP]?.map(\.reason) == [.listedForFakeInfohash])
             #expect(byAddress[phantomIP]?.map(\.reason) == [.listedForFakeInfohash])
             #expect(Set(result.detections.map(\.address)) == [spyIP, monitorIP, phantomIP], "honest nodes convicted: \(result.detections)")
-            #expect(EngineRig.spiesDetected(.valuesForFakeInfohash) - detectedBefore == 1)
+            #expect(EngineRig.spiesDetected(metrics, .valuesForFakeInfohash) - detectedBefore == 1)
             // The nodes that passed the probe are the honest ones, and only they were asked the real hash.
             let honestIPs: Set<IPAddress> = [IPAddress(seedAHost)!, IPAddress(honestHost)!, IPAddress(seedBHost)!]
             #expect(!result.trustedNodes.isEmpty && Set(result.trustedNodes.map(\.address)).isSubset(of: honestIPs))
@@ -116,13 +118,13 @@ extension BlocklistEngineTests {
 
             // The fetch: hunted peers plus the spy's monitor (as if a tracker or PEX named it). The
             // monitor is a working seeder, and the filter still never lets us connect to it.
-            let blockedBefore = EngineRig.blockedPeers()
+            let blockedBefore = EngineRig.blockedPeers(metrics)
             let peers = result.peers.map { PeerEndpoint($0) } + [monitor.engineEndpoint]
             let data = try await EngineRig.fetch(fetcher, fixture.magnet, peers: peers)
             #expect(try EngineRig.sha256(data, scratch: scratch.url) == EngineRig.sha256(try fixture.contents(ofFile: 0), scratch: scratch.url))
-            #expect(await EngineRig.eventually(.seconds(5)) { await log.contains(.blocked, monitorHost) })
+            #expect(await eventually(.seconds(5)) { await log.contains(.blocked, monitorHost) })
             #expect(await fetcher.peerCounters(monitorHost).connected == 0)
-            #expect(EngineRig.blockedPeers() > blockedBefore)
+            #expect(EngineRig.blockedPeers(metrics) > blockedBefore)
             let served = await fetcher.peerCounters(seedAHost).connected + fetcher.peerCounters(seedBHost).connected
             #expect(served >= 1)
             // The DHT never saw the real hash from the spy's side, before or after the fetch.

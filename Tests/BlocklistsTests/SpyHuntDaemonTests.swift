@@ -104,7 +104,7 @@ import Testing
         let realHash = Hex.decode(fixture.infoHash)!
         let honestEP = IPEndpoint(address: IPAddress(honestHost)!, port: honest.port)
         var seen: [String] = []
-        let announced = try await EngineRig.eventually(.seconds(60)) {
+        let announced = try await eventually(.seconds(60)) {
             seen = try await KRPCQuerier(start: []).getPeers(infohash: realHash, from: honestEP)?.values.map(\.description) ?? []
             return seeders.isSubset(of: seen)
         }
@@ -152,7 +152,7 @@ import Testing
         #expect(fetch.status == 0, "peersm fetch failed:\n\(fetch.log)\n--- daemon ---\n\(daemon.process.log)")
         #expect(try Self.sha256(out) == Self.sha256(fixture.contentDirectory.appendingPathComponent("hunted.bin")))
         // The seeders' own record of the dial (what the next test relies on to show there was none).
-        #expect(await EngineRig.eventually(.seconds(5)) {
+        #expect(await eventually(.seconds(5)) {
             dht.seeders.contains { !Self.dials(to: $0, notFrom: dht.seederHosts).isEmpty }
         }, "no seeder reported the daemon's connection: \(dht.seeders.map(\.log))")
         let onDisk = try daemon.filesHolding(fixture.contentDirectory.appendingPathComponent("hunted.bin"))

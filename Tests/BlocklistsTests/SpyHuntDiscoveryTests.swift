@@ -73,14 +73,16 @@ import TestSupport
         }
     }
 
+    /// On a manual clock: the timeout and the windows pass only when a test advances it, so a slow
+    /// hunt on a loaded machine is never cut by accident.
     func discovery(_ dht: FakeDHT, timeout: Duration = .seconds(5), reuse: Duration = .seconds(120),
-                   retry: Duration = .seconds(15)) throws -> (SpyHuntDiscovery, BlocklistService) {
+                   retry: Duration = .seconds(15), clock: ManualClock = ManualClock()) throws -> (SpyHuntDiscovery, BlocklistService) {
         let service = try BlocklistService(store: try BlocklistStore())
         var config = SpyHuntDiscovery.Configuration()
         config.timeout = timeout
         config.reuseWindow = reuse
         config.retryAfterFailure = retry
-        return (SpyHuntDiscovery(service: service, configuration: config) { real in Guarded(dht: dht, realHash: real) }, service)
+        return (SpyHuntDiscovery(service: service, configuration: config, clock: clock) { real in Guarded(dht: dht, realHash: real) }, service)
     }
 
     @Test func spyHuntFindsPeersRecordsSpiesAndServesTheFollowingQueriesFromItsResult() async throws {
@@ -121,9 +123,12 @@ import TestSupport
 
     @Test func spyHuntIsRunAgainOnceItsResultIsStale() async throws {
         let dht = FakeDHT(.answer)
-        let (discovery, _) = try discovery(dht, reuse: .milliseconds(200))
+        let clock = ManualClock()
+        let (discovery, _) = try discovery(dht, reuse: .milliseconds(200), clock: clock)
         _ = await discovery.discover(Self.realHash)
-        try await Task.sleep(for: .milliseconds(300))
+        clock.advance(by: .milliseconds(199))
+        #expect(await discovery.discover(Self.realHash).outcome == .reused)
+        clock.advance(by: .milliseconds(1))
         guard case .hunted = await discovery.discover(Self.realHash).outcome else { Issue.record("not hunted again"); return }
         #expect(dht.fakeWalks == 2)
     }
@@ -132,12 +137,17 @@ import TestSupport
     /// no peers, so the query goes on with the peers it has; the next query does not wait again.
     @Test func spyHuntTimeoutYieldsNoPeersWithinTheBound() async throws {
         let dht = FakeDHT(.hang)
-        let (discovery, service) = try discovery(dht, timeout: .milliseconds(500))
-        let started = ContinuousClock.now
-        let result = await discovery.discover(Self.realHash)
-        let took = ContinuousClock.now - started
+        let clock = ManualClock()
+        let (discovery, service) = try discovery(dht, timeout: .milliseconds(500), clock: clock)
+        let hunt = Task { await discovery.discover(Self.realHash) }
+        #expect(await eventually { clock.sleeping == 1 }, "the timeout is not running")
+        clock.advance(by: .milliseconds(499))
+        #expect(clock.sleeping == 1, "cut before the timeout")
+        clock.advance(by: .milliseconds(1))
+        try #require(await eventually { clock.sleeping == 0 }, "the timeout did not fire")
+        let result = await hunt.value
         #expect(result.outcome == .timedOut && result.peers.isEmpty)
-        #expect(took >= .milliseconds(500) && took < .seconds(3), "took \(took)")
+        #expect(result.duration == .milliseconds(500))
         let again = await discovery.discover(Self.realHash)
         #expect(again.outcome == .backingOff && again.peers.isEmpty)
         #expect(try await service.enforcedRanges().isEmpty, "a cut hunt recorded verdicts")
@@ -146,8 +156,20 @@ import TestSupport
     /// Cut after the fake walk: no peers, but the spy it exposed stays convicted.
     @Test func spyHuntCutShortKeepsTheVerdictsItAlreadyMade() async throws {
         let dht = FakeDHT(.hangRealHash)
-        let (discovery, service) = try discovery(dht, timeout: .milliseconds(500))
-        let result = await discovery.discover(Self.realHash)
+        let clock = ManualClock()
+        let (discovery, service) = try discovery(dht, timeout: .milliseconds(500), clock: clock)
+        let hunt = Task { await discovery.discover(Self.realHash) }
+        // The fake walk's verdicts are in; the walk of the real hash hangs.
+        let convicted = try await eventually {
+            let spy = try await service.isBlocked(Self.spy.address)
+            let named = try await service.isBlocked(IPAddress("127.0.0.66")!)
+            return spy && named
+        }
+        #expect(convicted, "the fake walk convicted nobody")
+        #expect(await eventually { clock.sleeping == 1 })
+        clock.advance(by: .milliseconds(500))
+        try #require(await eventually { clock.sleeping == 0 }, "the timeout did not fire")
+        let result = await hunt.value
         #expect(result.outcome == .timedOut && result.peers.isEmpty)
         #expect(try await service.check(Self.spy.address).spies.map(\.reason) == [.valuesForFakeInfohash])
         #expect(try await service.isBlocked(IPAddress("127.0.0.66")!))
@@ -155,13 +177,15 @@ import TestSupport
 
     @Test func spyHuntFailureYieldsNoPeersAndIsRetriedLater() async throws {
         let dht = FakeDHT(.fail)
-        let (discovery, _) = try discovery(dht, retry: .milliseconds(200))
-        let started = ContinuousClock.now
+        let clock = ManualClock()
+        let (discovery, _) = try discovery(dht, retry: .milliseconds(200), clock: clock)
+        // Answered with the clock standing still: a failure does not wait for the timeout.
         let result = await discovery.discover(Self.realHash)
-        #expect(ContinuousClock.now - started < .seconds(2))
         #expect(result.outcome == .failed("DHT engine is down") && result.peers.isEmpty)
         #expect(await discovery.discover(Self.realHash).outcome == .backingOff)
-        try await Task.sleep(for: .milliseconds(300))
+        clock.advance(by: .milliseconds(199))
+        #expect(await discovery.discover(Self.realHash).outcome == .backingOff)
+        clock.advance(by: .milliseconds(1))
         #expect(await discovery.discover(Self.realHash).outcome == .failed("DHT engine is down"))
     }
 

@@ -112,8 +112,7 @@ import TorCrypto
             }
             // No stream.close(): no RELAY_END, like node-Tor.
         }
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(await rig.network.exitStreamCount(exitCircuit) == 0)
+        #expect(await eventually { await rig.network.exitStreamCount(exitCircuit) == 0 })
 
         // A late DB_SENDME on a stream the exit never saw opens nothing there.
         let stray = try await circuit.openStream()

@@ -2,6 +2,7 @@
 import Foundation
 import NIOCore
 import Testing
+import TestSupport
 @testable import TorrentEngine
 
 /// What info and data queries leave behind for the next query is bounded (TorrentContentSource).
@@ -13,53 +14,10 @@ import Testing
         var list: [UInt64] { lock.withLock { ids } }
     }
 
-    /// A clock that moves only when the test says (`advance`), so CPU load cannot fire a linger early
-    /// or late.
-    final class ManualClock: Clock, @unchecked Sendable {
-        // @unchecked: all state is guarded by `lock`.
-        struct Instant: InstantProtocol {
-            var offset: Duration
-            func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
-            func duration(to other: Instant) -> Duration { other.offset - offset }
-            static func < (a: Instant, b: Instant) -> Bool { a.offset < b.offset }
-        }
-        private let lock = NSLock()
-        private var current = Instant(offset: .zero)
-        private var sleepers: [(deadline: Instant, wake: CheckedContinuation<Void, Never>)] = []
-
-        var now: Instant { lock.withLock { current } }
-        var minimumResolution: Duration { .nanoseconds(1) }
-        var sleeping: Int { lock.withLock { sleepers.count } }
-
-        func sleep(until deadline: Instant, tolerance: Duration?) async throws {
-            await withCheckedContinuation { wake in
-                let due = lock.withLock {
-                    if deadline <= current { return true }
-                    sleepers.append((deadline, wake))
-                    return false
-                }
-                if due { wake.resume() }
-            }
-        }
-
-        /// Moves time on and wakes every sleeper whose deadline has come, before returning.
-        func advance(by duration: Duration) {
-            let due = lock.withLock {
-                current = current.advanced(by: duration)
-                let now = current
-                let due = sleepers.filter { $0.deadline <= now }
-                sleepers.removeAll { $0.deadline <= now }
-                return due
-            }
-            for sleeper in due { sleeper.wake.resume() }
-        }
-    }
-
     /// Evictions and expiries release on a task of their own: wait for what the test expects (no
     /// fixed sleep, which a loaded machine can outlast).
     func settle(_ done: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !done() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        _ = await eventually { done() }
     }
 
     @Test func oneHoldPerNameAndRepeatedInfoQueriesOnlyExtendIt() async throws {

@@ -5,6 +5,7 @@ import NIOCore
 import PeersmProtocol
 import Requester
 import Testing
+import TestSupport
 
 /// Facilitator service + our relays (3 hops, in memory, real onion crypto and flow control) +
 /// requester, with an in-memory content source. No sockets, so no private namespace needed.
@@ -77,26 +78,36 @@ import Testing
         #expect(killed.fired)
         #expect(try Data(contentsOf: out) == Data(file))
         #expect(result.circuitsBuilt == 2)
-        // The facilitator stopped the killed stream's work: nothing is left open.
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(await rig.service.activeStreams == 0)
+        // The facilitator stopped the killed stream's work: nothing is left open (once the kill reaches it).
+        #expect(await eventually { await rig.service.activeStreams == 0 })
     }
 
+    /// On the service's own (manual) clock, so the deadline is asserted exactly: open at 799 ms,
+    /// UNAVAILABLE at 800 ms, however loaded the machine is.
     @Test func unknownNameIsUnavailableWithinTheConfiguredTimeout() async throws {
         var config = FacilitatorConfiguration()
         config.resolveTimeout = .milliseconds(800)
-        let rig = try LoopbackRig(source: MemoryContentSource(files: [:]), configuration: config)
+        let clock = ManualClock()
+        let rig = try LoopbackRig(source: MemoryContentSource(files: [:]), configuration: config, clock: clock)
         defer { Task { await rig.stop() } }
-        let started = ContinuousClock.now
+        let requester = rig.requester()
+        let answer = Task { [name] in _ = try await requester.fileInfo(name) }
+        // The stream's watchdog wakes every quarter of the timeout (200 ms) to check the deadline.
+        for step in [Duration.milliseconds(200), .milliseconds(200), .milliseconds(200), .milliseconds(199)] {
+            #expect(await eventually { clock.sleeping == 1 }, "the watchdog is not waiting")
+            clock.advance(by: step)
+        }
+        #expect(await eventually { clock.sleeping == 1 })
+        #expect(await rig.service.activeStreams == 1, "answered before the resolve timeout")
+        clock.advance(by: .milliseconds(1))
+        try #require(await eventually { await rig.service.activeStreams == 0 }, "no answer at the resolve timeout")
         // Exactly DB_END UNAVAILABLE: a timeout, a broken circuit or a protocol error do not count.
         await #expect {
-            _ = try await rig.requester().fileInfo(self.name)
+            try await answer.value
         } throws: { error in
             if case FetchError.refused(.unavailable, _) = error { return true }
             return false
         }
-        let elapsed = seconds(ContinuousClock.now - started)
-        #expect(elapsed >= 0.8 && elapsed < 2.5, "answered after \(elapsed) s")
     }
 
     @Test func counterFiveIsAnsweredWithLoop() async throws {
@@ -129,8 +140,7 @@ import Testing
         #expect(answers == [.end(DBEnd(reason: .busy))])
         #expect(await rig.service.activeStreams == 1)
         await circuit.close()
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(await rig.service.activeStreams == 0)
+        #expect(await eventually { await rig.service.activeStreams == 0 })
     }
 
     @Test func malformedQueryIsBadRequest() async throws {

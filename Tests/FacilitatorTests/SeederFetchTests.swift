@@ -20,14 +20,15 @@ import TorrentEngine
         /// Everything the engine (the facilitator's only writer) keeps on disk.
         var engineDirectory: URL { scratch.url.appendingPathComponent("engine") }
 
-        init(_ kind: Seeder.Kind, size: Int, resolveTimeout: Duration = .seconds(30)) async throws {
+        init<C: Clock<Duration>>(_ kind: Seeder.Kind, size: Int, resolveTimeout: Duration = .seconds(30),
+                                 clock: C = ContinuousClock()) async throws {
             scratch = try TemporaryDirectory("peersm-facilitator")
             fixture = try TorrentFixture(in: scratch.url, name: "payload.bin", size: size, pieceKiB: 64)
             seeder = try await Seeder.start(kind, seeding: fixture, directory: scratch.url)
             engine = try TorrentEngine(settings: .loopbackTest(dataDirectory: scratch.url.appendingPathComponent("engine").path))
             var config = FacilitatorConfiguration()
             config.resolveTimeout = resolveTimeout
-            rig = try LoopbackRig(source: TorrentContentSource(engine: engine), configuration: config)
+            rig = try LoopbackRig(source: TorrentContentSource(engine: engine), configuration: config, clock: clock)
         }
 
         /// The fixture's magnet link with the seeder as its `x.pe` peer (BEP 9).
@@ -117,20 +118,34 @@ import TorrentEngine
 
     @Test(.privateNetwork)
     func unknownInfohashIsUnavailableWithinTheConfiguredTimeout() async throws {
-        let setup = try await Setup(.aria2, size: 100_000, resolveTimeout: .seconds(2))
+        // On the service's own (manual) clock: open at 1999 ms, UNAVAILABLE at 2 s, however loaded
+        // the machine is.
+        let clock = ManualClock()
+        let setup = try await Setup(.aria2, size: 100_000, resolveTimeout: .seconds(2), clock: clock)
         // An infohash nobody seeds; the seeder is offered as a peer but does not have it.
         let unknown = try HashName(magnet: "magnet:?xt=urn:btih:\(String(repeating: "ab", count: 20))&x.pe=\(setup.seeder.host):\(setup.seeder.port)")
-        let started = ContinuousClock.now
-        var reason: DBEndReason?
-        do {
-            _ = try await setup.rig.requester().fileInfo(unknown)
-        } catch FetchError.refused(let r, _) {
-            reason = r
+        let requester = setup.rig.requester()
+        let answer = Task { () -> DBEndReason? in
+            do {
+                _ = try await requester.fileInfo(unknown)
+            } catch FetchError.refused(let r, _) {
+                return r
+            }
+            return nil
         }
-        let elapsed = seconds(ContinuousClock.now - started)
+        // The stream's watchdog wakes every quarter of the timeout (500 ms) to check the deadline.
+        for step in [Duration.milliseconds(500), .milliseconds(500), .milliseconds(500), .milliseconds(499)] {
+            #expect(await eventually { clock.sleeping == 1 }, "the watchdog is not waiting")
+            clock.advance(by: step)
+        }
+        #expect(await eventually { clock.sleeping == 1 })
+        #expect(await setup.rig.service.activeStreams == 1, "answered before the resolve timeout")
+        clock.advance(by: .milliseconds(1))
+        let answered = await eventually { await setup.rig.service.activeStreams == 0 }
+        #expect(answered, "no answer at the resolve timeout")
+        let reason = answered ? try await answer.value : nil
         await setup.stop()
         #expect(reason == .unavailable)
-        #expect(elapsed >= 2 && elapsed < 5, "answered after \(elapsed) s")
     }
 
     @Test(.privateNetwork)

@@ -98,12 +98,13 @@ struct LoopbackRig {
     let service: FacilitatorService
     let key: Curve25519.Signing.PrivateKey
 
-    init(source: any ContentSource, configuration: FacilitatorConfiguration = FacilitatorConfiguration(),
-         transport: ((LoopbackOnionNetwork) -> any FacilitatorTransport)? = nil) throws {
+    init<C: Clock<Duration>>(source: any ContentSource, configuration: FacilitatorConfiguration = FacilitatorConfiguration(),
+                             clock: C = ContinuousClock(),
+                             transport: ((LoopbackOnionNetwork) -> any FacilitatorTransport)? = nil) throws {
         network = try LoopbackOnionNetwork(relayCount: 3)
         key = Curve25519.Signing.PrivateKey()
         service = FacilitatorService(source: source, signingKey: key, transport: transport?(network) ?? network,
-                                     configuration: configuration)
+                                     configuration: configuration, clock: clock)
         network.attach(service)
     }
 

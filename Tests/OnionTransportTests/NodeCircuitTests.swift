@@ -6,6 +6,7 @@ import NIOPosix
 import OnionRouting
 import OnionTransport
 import Testing
+import TestSupport
 import TorCells
 import TorCrypto
 import PeersmProtocol
@@ -50,8 +51,8 @@ import PeersmProtocol
         }
         #expect(received == Self.size)
         #expect(mismatch == nil)
-        // The server saw every byte we sent, in order, before it closed.
-        try await Task.sleep(for: .milliseconds(200))
+        // The server saw every byte we sent, in order, before it closed (once the close reaches it).
+        #expect(await eventually { !server.results.isEmpty })
         #expect(server.results == [PatternServer.Outcome(received: Self.size, mismatchAt: nil)])
         await server.close()
         await relays.shutdown()

@@ -51,11 +51,18 @@ public actor BlocklistService {
     private var cachedGeneration: Int64 = -1
     private var tracker: PeerMisbehaviourTracker
 
-    private let rangesGauge = Gauge(label: "peersm_blocklist_enforced_ranges")
-    private let spiesGauge = Gauge(label: "peersm_blocklist_active_spies")
+    /// Where this service's metrics go; nil: the process-wide `MetricsSystem` (the daemon's backend).
+    /// A test gives its own, so counts from other suites running at once do not mix in.
+    private nonisolated let metrics: (any MetricsFactory)?
+    private let rangesGauge: Gauge
+    private let spiesGauge: Gauge
 
     public init(store: BlocklistStore, config: SpyDetectorConfiguration = .init(),
-                logger: Logger = Logger(label: "peersm.blocklists"), now: @escaping @Sendable () -> Date = { Date() }) throws {
+                logger: Logger = Logger(label: "peersm.blocklists"), metrics: (any MetricsFactory)? = nil,
+                now: @escaping @Sendable () -> Date = { Date() }) throws {
+        self.metrics = metrics
+        self.rangesGauge = Gauge(label: "peersm_blocklist_enforced_ranges", factory: metrics ?? MetricsSystem.factory)
+        self.spiesGauge = Gauge(label: "peersm_blocklist_active_spies", factory: metrics ?? MetricsSystem.factory)
         self.store = store
         self.hunter = SpyHunter(detector: SpyDetector(config: config))
         self.salt = try store.salt()
@@ -149,7 +156,11 @@ public actor BlocklistService {
     /// The engine calls this on each `peer_blocked_alert`, so blocked connections show in metrics
     /// (`reason`: the alert's reason, e.g. "ip_filter").
     public nonisolated func peerBlocked(_ address: IPAddress, reason: String = "ip_filter") {
-        Counter(label: "peersm_blocklist_blocked_peers_total", dimensions: [("reason", reason)]).increment()
+        counter("peersm_blocklist_blocked_peers_total", [("reason", reason)]).increment()
+    }
+
+    private nonisolated func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
+        Counter(label: label, dimensions: dimensions, factory: metrics ?? MetricsSystem.factory)
     }
 
     /// Rebuilds the union from the store and pushes it. `added` (addresses just recorded) lets the
@@ -199,7 +210,7 @@ public actor BlocklistService {
         guard !detections.isEmpty else { return }
         try store.record(detections)
         for d in detections {
-            Counter(label: "peersm_spies_detected_total", dimensions: [("reason", d.reason.rawValue)]).increment()
+            counter("peersm_spies_detected_total", [("reason", d.reason.rawValue)]).increment()
             logger.notice("spy detected", metadata: ["address": "\(d.address)", "reason": "\(d.reason.rawValue)",
                                                       "torrent": "\(d.torrent)"])
         }

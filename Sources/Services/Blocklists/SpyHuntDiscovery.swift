@@ -52,12 +52,18 @@ public actor SpyHuntDiscovery {
     private let service: BlocklistService
     private let makeLookup: LookupFactory
     private let logger: Logger
-    private let clock = ContinuousClock()
-    private var recent: [[UInt8]: (result: Discovery, at: ContinuousClock.Instant)] = [:]
+    /// The timeout's and reuse windows' clock (injected so tests drive it): time since `init`, and a sleep.
+    private let now: @Sendable () -> Duration
+    private let sleep: @Sendable (Duration) async throws -> Void
+    private var recent: [[UInt8]: (result: Discovery, at: Duration)] = [:]
     private var running: [[UInt8]: Task<Discovery, Never>] = [:]
 
-    public init(service: BlocklistService, configuration: Configuration = .init(),
-                logger: Logger = Logger(label: "peersm.blocklists.hunt"), lookup: @escaping LookupFactory) {
+    public init<C: Clock<Duration>>(service: BlocklistService, configuration: Configuration = .init(),
+                                    clock: C = ContinuousClock(),
+                                    logger: Logger = Logger(label: "peersm.blocklists.hunt"), lookup: @escaping LookupFactory) {
+        let origin = clock.now
+        self.now = { origin.duration(to: clock.now) }
+        self.sleep = { try await clock.sleep(until: clock.now.advanced(by: $0), tolerance: nil) }
         self.service = service
         self.configuration = configuration
         self.logger = logger
@@ -83,11 +89,11 @@ public actor SpyHuntDiscovery {
     }
 
     public func discover(_ infohash: [UInt8]) async -> Discovery {
-        let now = clock.now
-        recent = recent.filter { now - $0.value.at < max(configuration.reuseWindow, configuration.retryAfterFailure) }
+        let current = now()
+        recent = recent.filter { current - $0.value.at < max(configuration.reuseWindow, configuration.retryAfterFailure) }
         if let (last, at) = recent[infohash] {
             switch last.outcome {
-            case .hunted where now - at < configuration.reuseWindow:
+            case .hunted where current - at < configuration.reuseWindow:
                 // Peers convicted since (e.g. misbehaving in the previous query) are left out.
                 var peers: [IPEndpoint] = []
                 for p in last.peers where !((try? await service.isBlocked(p.address)) ?? true) { peers.append(p) }
@@ -95,7 +101,7 @@ public actor SpyHuntDiscovery {
                 logger.debug("spy hunt reused", metadata: ["peers": "\(peers.count)"])
                 return Discovery(peers: peers, outcome: .reused, duration: .zero)
             case .timedOut, .failed:
-                guard now - at < configuration.retryAfterFailure else { break }
+                guard current - at < configuration.retryAfterFailure else { break }
                 count("backing-off")
                 logger.debug("spy hunt failed recently; not retried yet")
                 return Discovery(peers: [], outcome: .backingOff, duration: .zero)
@@ -107,13 +113,13 @@ public actor SpyHuntDiscovery {
         running[infohash] = task
         let result = await task.value
         running[infohash] = nil
-        recent[infohash] = (result, clock.now)
+        recent[infohash] = (result, now())
         return result
     }
 
     /// One hunt, bounded by the timeout whether or not the lookup honours cancellation.
     private func hunt(_ infohash: [UInt8]) async -> Discovery {
-        let started = clock.now
+        let started = now()
         let work = Task { [service, makeLookup] in
             let lookup = try await makeLookup(infohash)
             return try await Self.hunt(infohash, lookup, service)
@@ -121,12 +127,12 @@ public actor SpyHuntDiscovery {
         let outcome: Result<HuntResult, Error>? = await withCheckedContinuation { continuation in
             let once = ResumeOnce(continuation)
             Task { once.resume(await work.result) }
-            Task { [timeout = configuration.timeout] in
-                try? await Task.sleep(for: timeout)
+            Task { [timeout = configuration.timeout, sleep] in
+                try? await sleep(timeout)
                 once.resume(nil)
             }
         }
-        let took = clock.now - started
+        let took = now() - started
         Timer(label: "peersm_spy_hunt_duration_seconds").recordNanoseconds(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
         // Tag only: the log never names the content a requester asked for.
         let tag = await service.torrentTag(for: infohash)

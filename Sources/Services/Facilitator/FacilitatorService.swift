@@ -69,8 +69,8 @@ public actor FacilitatorService {
         var file: (any ContentFile)?
         var tasks: [Task<Void, Never>] = []
         var capacityWaiter: CheckedContinuation<Bool, Never>?
-        var lastSourceActivity: ContinuousClock.Instant
-        init(machine: DBStreamMachine, generation: UInt64, now: ContinuousClock.Instant) {
+        var lastSourceActivity: Duration
+        init(machine: DBStreamMachine, generation: UInt64, now: Duration) {
             self.machine = machine
             self.generation = generation
             self.lastSourceActivity = now
@@ -83,11 +83,18 @@ public actor FacilitatorService {
     private var blockedCircuits: Set<RelayCircuitID> = []
     private var nextGeneration: UInt64 = 1
     private var stopped = false
-    private let clock = ContinuousClock()
+    /// The deadlines' clock (injected so tests drive it): time since the service started, and a sleep.
+    private let now: @Sendable () -> Duration
+    private let sleep: @Sendable (Duration) async throws -> Void
 
-    public init(source: any ContentSource, signingKey: Curve25519.Signing.PrivateKey, transport: any FacilitatorTransport,
-                configuration: FacilitatorConfiguration = FacilitatorConfiguration(),
-                logger: Logger = Logger(label: "peersm.facilitator")) {
+    public init<C: Clock<Duration>>(source: any ContentSource, signingKey: Curve25519.Signing.PrivateKey,
+                                    transport: any FacilitatorTransport,
+                                    configuration: FacilitatorConfiguration = FacilitatorConfiguration(),
+                                    clock: C = ContinuousClock(),
+                                    logger: Logger = Logger(label: "peersm.facilitator")) {
+        let origin = clock.now
+        self.now = { origin.duration(to: clock.now) }
+        self.sleep = { try await clock.sleep(until: clock.now.advanced(by: $0), tolerance: nil) }
         self.source = source
         self.key = signingKey
         self.publicKey = signingKey.publicKey
@@ -133,7 +140,7 @@ public actor FacilitatorService {
         }
         let entry = Entry(
             machine: DBStreamMachine(query: query, signingKey: self.key, maxBufferedMessages: configuration.maxBufferedMessages),
-            generation: nextGeneration, now: clock.now)
+            generation: nextGeneration, now: now())
         if blockedCircuits.contains(circuit) { entry.machine.transportBlocked() }
         nextGeneration += 1
         streams[key] = entry
@@ -287,7 +294,7 @@ public actor FacilitatorService {
         let source = self.source
         let query = entry.machine.query
         let readFrom = query.isInfoRequest ? nil : UInt64(query.firstChunk) * UInt64(PeersmWire.chunkSize)
-        entry.lastSourceActivity = clock.now
+        entry.lastSourceActivity = now()
         entry.tasks.append(Task {
             do {
                 let file = try await source.open(name, readFrom: readFrom) { [weak self] state in
@@ -303,7 +310,7 @@ public actor FacilitatorService {
 
     private func progress(_ key: StreamKey, _ generation: UInt64, _ state: ProgressState) {
         guard let entry = live(key, generation) else { return }
-        entry.lastSourceActivity = clock.now
+        entry.lastSourceActivity = now()
         perform(entry.machine.contentProgress(state), key, entry)
     }
 
@@ -313,7 +320,7 @@ public actor FacilitatorService {
             return
         }
         entry.file = file
-        entry.lastSourceActivity = clock.now
+        entry.lastSourceActivity = now()
         perform(entry.machine.contentOpened(size: file.size, mimeType: file.mimeType), key, entry)
     }
 
@@ -350,7 +357,7 @@ public actor FacilitatorService {
     /// Feeds bytes to the machine; suspends while it wants no more. False once the stream is gone.
     private func deliver(_ key: StreamKey, _ generation: UInt64, _ bytes: ByteBuffer) async -> Bool {
         guard let entry = live(key, generation) else { return false }
-        entry.lastSourceActivity = clock.now
+        entry.lastSourceActivity = now()
         perform(entry.machine.contentData(bytes), key, entry)
         guard live(key, generation) != nil else { return false }
         if entry.machine.wantsContent { return true }
@@ -366,27 +373,27 @@ public actor FacilitatorService {
     private func startWatchdog(_ key: StreamKey, _ entry: Entry) {
         let generation = entry.generation
         let tick = min(configuration.resolveTimeout, configuration.stallTimeout) / 4
-        let started = clock.now
+        let started = now()
         entry.tasks.append(Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: max(tick, .milliseconds(10)))
+                try? await self.sleep(max(tick, .milliseconds(10)))
                 guard self.checkDeadline(key, generation, started: started) else { return }
             }
         })
     }
 
-    private func checkDeadline(_ key: StreamKey, _ generation: UInt64, started: ContinuousClock.Instant) -> Bool {
+    private func checkDeadline(_ key: StreamKey, _ generation: UInt64, started: Duration) -> Bool {
         guard let entry = live(key, generation) else { return false }
-        let now = clock.now
+        let current = now()
         switch entry.machine.phase {
-        case .resolving where now - started >= configuration.resolveTimeout,
-             .serving where entry.machine.isWaitingForSource && now - entry.lastSourceActivity >= configuration.stallTimeout:
+        case .resolving where current - started >= configuration.resolveTimeout,
+             .serving where entry.machine.isWaitingForSource && current - entry.lastSourceActivity >= configuration.stallTimeout:
             logger.info("\(key): deadline passed while \(entry.machine.phase) after \(entry.machine.sentData) DB_DATA, \(entry.machine.bufferedMessages) buffered")
             perform(entry.machine.deadlinePassed(), key, entry)
             return false
         case .serving where !entry.machine.isWaitingForSource:
             // Waiting on the requester's window: not the source's fault, restart the stall clock.
-            entry.lastSourceActivity = now
+            entry.lastSourceActivity = current
             return true
         default:
             return entry.machine.phase != .done
