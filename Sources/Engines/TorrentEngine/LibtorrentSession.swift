@@ -107,12 +107,9 @@ final class LibtorrentSession: @unchecked Sendable {
         _ = ct_remove_torrent(raw, id, 1, &err)
     }
 
-    /// Whether the connect was queued.
-    @discardableResult
-    func connectPeer(_ id: UInt64, _ peer: PeerEndpoint) throws -> Bool {
+    func connectPeer(_ id: UInt64, _ peer: PeerEndpoint) throws {
         var err = ct_error()
         try check(ct_connect_peer(raw, id, peer.host, peer.port, &err), err)
-        return true
     }
 
     /// The info-hash (lowercase hex) and whether the metadata is known.

@@ -245,7 +245,7 @@ public actor TorrentEngine {
         let plan = PiecePlan(pieceLength: Int64(md.pieceLength), totalSize: md.totalSize, start: start, end: start + length)
         let readAhead = PieceScheduler.readAhead(pieceLength: md.pieceLength, memoryBudget: settings.memoryBudget,
                                                  maxPieces: settings.maxReadAheadPieces,
-                                                 streams: streams.values.filter { $0.torrent.scheduler.plan(of: $0.id) != nil }.count)
+                                                 streams: torrents.values.reduce(0) { $0 + $1.scheduler.plannedStreams })
         do {
             perform(st.torrent, try st.torrent.scheduler.begin(st.id, plan: plan, readAhead: readAhead))
         } catch .pieceAlreadyRelayed(let p) {

@@ -1,4 +1,3 @@
-import NetBasics
 import NIOCore
 import NIOPosix
 import TorCells

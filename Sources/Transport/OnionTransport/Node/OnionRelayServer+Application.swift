@@ -1,4 +1,3 @@
-import NetBasics
 import Foundation
 import Logging
 import NIOCore
